@@ -1,0 +1,126 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "quarry", version, about = "AutoML for tabular data: featurize, search, ensemble, export")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Search model families and hyperparameters on a dataset and save the best pipeline.
+    Fit(FitArgs),
+    /// Score a file with a fitted model.
+    Predict(PredictArgs),
+    /// Print a fitted model's metrics on a labelled file, as JSON.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TaskArg {
+    Auto,
+    Binary,
+    Multiclass,
+    Regression,
+}
+
+#[derive(Args)]
+pub struct FitArgs {
+    /// Training data (.csv or .parquet).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The column to predict.
+    #[arg(long)]
+    pub target: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub task: TaskArg,
+    /// roc_auc, log_loss, accuracy, rmse, r2 or mae (default: by task).
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Wall-clock budget for the whole run, e.g. 30s, 5m, 1h (default 60s unless --max-trials is given).
+    #[arg(long, value_parser = parse_duration)]
+    pub budget: Option<Duration>,
+    /// Stop after this many trials; without --budget the run is then deterministic.
+    #[arg(long)]
+    pub max_trials: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads for training (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run folder (default runs/<timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A model directory (a run folder or its model/ subfolder).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output CSV.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Labelled data: must contain the target column.
+    #[arg(long)]
+    pub data: PathBuf,
+}
+
+/// `90`, `90s`, `5m`, `1h`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    let mut number = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            _ => return Err(format!("{s:?}: unknown unit {c:?} (use s, m or h)")),
+        };
+        let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s or 5m"))?;
+        total += n * unit;
+        number.clear();
+    }
+    if !number.is_empty() {
+        total += number.parse::<f64>().map_err(|_| format!("{s:?} is not a duration like 30s or 5m"))?;
+    }
+    if !(total > 0.0 && total.is_finite()) {
+        return Err(format!("{s:?}: the budget must be positive"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! `quarry fit`: the whole local run, with an in-process coordinator and worker.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use quarry_coordinator::{JobConfig, LeaderboardEntry, SearchEvent, TrialExecutor, run_search};
+use quarry_featurize::{Featurizer, LoadedTable, Metric, Target, TargetEncoder, Task, load_table};
+use quarry_learners::{Family, Member, Pipeline};
+use quarry_search::{DataShape, TrialId, TrialOutcome, TrialSpec, TrialStatus, ValidationPlan};
+use quarry_worker::{FoldModels, TrialData, TrialRunner};
+use serde_json::json;
+
+use crate::args::{FitArgs, TaskArg};
+use crate::output::{default_run_dir, print_leaderboard, write_json};
+
+const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
+
+/// Runs trials in this process and keeps the best trial's fold models, the fallback final
+/// model when there is no time left to refit on all rows.
+struct LocalExecutor<'a> {
+    runner: &'a TrialRunner,
+    metric: Metric,
+    best: Option<(TrialId, f64, FoldModels)>,
+}
+
+impl TrialExecutor for LocalExecutor<'_> {
+    fn execute(&mut self, spec: &TrialSpec, deadline: Option<Instant>) -> TrialOutcome {
+        let cancelled = move || deadline.is_some_and(|d| Instant::now() >= d);
+        let (outcome, models) = self.runner.run(spec, &cancelled);
+        if let (TrialStatus::Completed, Some(score)) = (outcome.status, outcome.score) {
+            let loss = self.metric.to_loss(score);
+            if self.best.as_ref().is_none_or(|(_, l, _)| loss < *l) {
+                self.best = Some((spec.id, loss, models));
+            }
+        }
+        outcome
+    }
+}
+
+pub fn run(args: FitArgs) -> Result<()> {
+    let start = Instant::now();
+    let budget = match (args.budget, args.max_trials) {
+        (Some(b), _) => Some(b),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_BUDGET),
+    };
+    let deadline = budget.map(|b| start + b);
+    if args.max_trials == Some(0) {
+        bail!("--max-trials must be at least 1");
+    }
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(t) => t,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+
+    let LoadedTable { table, content_hash, path } = load_table(&args.data)?;
+    let task = match args.task {
+        TaskArg::Auto => None,
+        TaskArg::Binary => Some(Task::Binary),
+        TaskArg::Multiclass => Some(Task::Multiclass),
+        TaskArg::Regression => Some(Task::Regression),
+    };
+    let encoder =
+        TargetEncoder::fit(&table, &args.target, task).with_context(|| path.display().to_string())?;
+    let task = encoder.task;
+    let metric = match &args.metric {
+        Some(m) => Metric::parse(m)?,
+        None => task.default_metric(),
+    };
+    metric.check_task(task)?;
+    let (y, kept) = encoder.encode(&table).with_context(|| path.display().to_string())?;
+    let n_dropped = table.n_rows - kept.len();
+    let table = if n_dropped > 0 { table.select_rows(&kept) } else { table };
+    let featurizer = Featurizer::fit(&table, &[args.target.as_str()])?;
+    let x = featurizer.transform(&table)?;
+    let codes = match &y {
+        Target::Classes { codes, .. } => Some(codes.as_slice()),
+        Target::Values(_) => None,
+    };
+    let plan = ValidationPlan::choose(x.n_rows, codes, args.seed)?;
+    let shape = DataShape { n_rows: x.n_rows, n_features: x.n_features(), n_classes: y.n_classes() };
+    let n_folds = plan.folds.len();
+    let plan_kind = plan.kind;
+    let runner = TrialRunner::new(TrialData { x, y, task, metric, plan }, threads)?;
+
+    let out_dir = match &args.out {
+        Some(d) => d.clone(),
+        None => default_run_dir(Path::new("runs"))?,
+    };
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    // Keep part of the budget for the final refit and writing the run folder.
+    let reserve =
+        budget.map(|b| (b.mul_f64(0.15)).clamp(Duration::from_millis(500), Duration::from_secs(60)));
+    let search_deadline = deadline.zip(reserve).map(|(d, r)| d - r);
+    let families: Vec<String> = Family::ALL.iter().map(|f| f.name().to_string()).collect();
+    let job =
+        JobConfig { families, shape, metric, seed: args.seed, search_deadline, max_trials: args.max_trials };
+
+    let bar = progress_bar(budget, args.max_trials);
+    let mut executor = LocalExecutor { runner: &runner, metric, best: None };
+    let board = run_search(&job, &mut executor, &mut |event| match event {
+        SearchEvent::TrialStarted { spec } => {
+            bar.set_message(format!("trial {} ({})", spec.id, spec.family));
+        }
+        SearchEvent::TrialFinished { best, .. } => {
+            match budget {
+                Some(_) => bar.set_position(start.elapsed().as_millis() as u64),
+                None => bar.inc(1),
+            }
+            if let Some(b) = best.and_then(|b| b.validation_score.map(|s| (b, s))) {
+                bar.set_prefix(format!("best {metric} {:.4} ({})", b.1, b.0.family));
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+
+    let Some(best) = board.first().filter(|e| e.status == TrialStatus::Completed) else {
+        let reasons: Vec<String> = board
+            .iter()
+            .filter_map(|e| e.failure_reason.as_ref().map(|r| format!("{}: {r}", e.family)))
+            .collect();
+        if board.is_empty() {
+            bail!("no trial finished within the budget; give it a larger --budget");
+        }
+        bail!("every trial failed ({})", reasons.join("; "));
+    };
+
+    let (final_kind, members) = final_members(&runner, best, &mut executor.best, deadline, n_folds)?;
+    let pipeline = Pipeline {
+        format_version: quarry_learners::BUNDLE_FORMAT_VERSION,
+        quarry_version: env!("CARGO_PKG_VERSION").to_string(),
+        task,
+        metric,
+        featurizer,
+        target: encoder,
+        members,
+    };
+    pipeline.save(&out_dir.join("model"))?;
+    write_json(&out_dir.join("leaderboard.json"), &board)?;
+    let run_record = json!({
+        "quarry_version": env!("CARGO_PKG_VERSION"),
+        "dataset": {
+            "path": path.display().to_string(),
+            "content_hash": content_hash,
+            "n_rows": table.n_rows,
+            "n_columns": table.columns.len(),
+            "rows_dropped_missing_target": n_dropped,
+        },
+        "target": args.target,
+        "task": task,
+        "metric": metric,
+        "classes": pipeline.target.classes,
+        "schema": pipeline.featurizer.columns,
+        "n_features": shape.n_features,
+        "validation": plan_kind,
+        "seed": args.seed,
+        "budget_seconds": budget.map(|b| b.as_secs_f64()),
+        "max_trials": args.max_trials,
+        "threads": threads,
+        "n_trials": board.len(),
+        "best_trial": best.id,
+        "best_family": best.family,
+        "best_validation_score": best.validation_score,
+        "final_model": final_kind,
+        "elapsed_seconds": start.elapsed().as_secs_f64(),
+    });
+    write_json(&out_dir.join("run.json"), &run_record)?;
+
+    print_leaderboard(&board, metric, 10);
+    println!(
+        "\nbest: trial {} {} {} = {:.5} ({final_kind}); {} trials in {:.1}s",
+        best.id,
+        best.family,
+        metric,
+        best.validation_score.unwrap_or(f64::NAN),
+        board.len(),
+        start.elapsed().as_secs_f64()
+    );
+    println!("run folder: {}", out_dir.display());
+    Ok(())
+}
+
+/// Refits the best config on all rows when the budget allows; otherwise the best trial's
+/// fold models, averaged, are the final model.
+fn final_members(
+    runner: &TrialRunner,
+    best: &LeaderboardEntry,
+    kept: &mut Option<(TrialId, f64, FoldModels)>,
+    deadline: Option<Instant>,
+    n_folds: usize,
+) -> Result<(&'static str, Vec<Member>)> {
+    let family = Family::parse(&best.family)?;
+    let params: quarry_learners::ParamMap =
+        best.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    let spec =
+        TrialSpec { id: best.id, family: best.family.clone(), config: best.params.clone(), seed: best.id.0 };
+    // A fold fit sees (k-1)/k of the rows; the refit sees them all.
+    let per_fold = best.fit_seconds / n_folds.max(1) as f64;
+    let estimate = Duration::from_secs_f64(per_fold * 1.4);
+    let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    if time_left.is_none_or(|t| t > estimate) {
+        let cancelled = move || deadline.is_some_and(|d| Instant::now() >= d);
+        if let Some(model) = runner.refit(&spec, best.rounds, &cancelled)? {
+            return Ok(("refit", vec![Member { weight: 1.0, family, params, model }]));
+        }
+        tracing::warn!("refit hit the deadline; using the fold models");
+    }
+    match kept.take() {
+        Some((id, _, models)) if id == best.id && !models.is_empty() => Ok((
+            "fold_ensemble",
+            models
+                .into_iter()
+                .map(|model| Member { weight: 1.0, family, params: params.clone(), model })
+                .collect(),
+        )),
+        _ => bail!("no time left to fit the final model; give it a larger --budget"),
+    }
+}
+
+fn progress_bar(budget: Option<Duration>, max_trials: Option<usize>) -> ProgressBar {
+    let (len, template) = match (budget, max_trials) {
+        (Some(b), _) => (b.as_millis() as u64, "{spinner} [{elapsed_precise}] {wide_bar} {prefix} · {msg}"),
+        (None, Some(n)) => {
+            (n as u64, "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} trials {prefix} · {msg}")
+        }
+        (None, None) => (0, "{spinner} {msg}"),
+    };
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}

@@ -1,0 +1,196 @@
+use std::time::{Duration, Instant};
+
+use quarry_featurize::Metric;
+use quarry_search::{
+    Config, DataShape, LocalSearcher, Searcher, Suggestion, TrialId, TrialOutcome, TrialRecord, TrialSpec,
+    TrialStatus,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("search: {0}")]
+    Search(#[from] quarry_search::SearchError),
+}
+
+/// Runs one trial to completion (or cancellation once `deadline` passes).
+pub trait TrialExecutor {
+    fn execute(&mut self, spec: &TrialSpec, deadline: Option<Instant>) -> TrialOutcome;
+}
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub families: Vec<String>,
+    pub shape: DataShape,
+    pub metric: Metric,
+    pub seed: u64,
+    /// No trial starts after this instant, and running ones are cancelled at it.
+    pub search_deadline: Option<Instant>,
+    pub max_trials: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderboardEntry {
+    pub id: TrialId,
+    pub family: String,
+    pub params: Config,
+    pub metric: String,
+    pub validation_score: Option<f64>,
+    pub fit_seconds: f64,
+    pub status: TrialStatus,
+    pub failure_reason: Option<String>,
+    #[serde(skip)]
+    pub rounds: Option<usize>,
+}
+
+/// What the job reports as it goes (progress bars, logs, dashboards).
+#[derive(Debug, Clone)]
+pub enum SearchEvent<'a> {
+    TrialStarted { spec: &'a TrialSpec },
+    TrialFinished { entry: &'a LeaderboardEntry, best: Option<&'a LeaderboardEntry> },
+}
+
+/// Sorts best first: completed trials by score in the metric's direction, then the rest by id.
+pub fn rank(entries: &mut [LeaderboardEntry], metric: Metric) {
+    entries.sort_by(|a, b| {
+        let la = a.validation_score.filter(|_| a.status == TrialStatus::Completed).map(|s| metric.to_loss(s));
+        let lb = b.validation_score.filter(|_| b.status == TrialStatus::Completed).map(|s| metric.to_loss(s));
+        match (la, lb) {
+            (Some(x), Some(y)) => x.total_cmp(&y).then(a.id.cmp(&b.id)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.id.cmp(&b.id),
+        }
+    });
+}
+
+/// Drives the search until the deadline, the trial limit, or the searcher runs dry.
+/// Returns the leaderboard, best first.
+pub fn run_search(
+    config: &JobConfig,
+    executor: &mut dyn TrialExecutor,
+    on_event: &mut dyn FnMut(SearchEvent<'_>),
+) -> Result<Vec<LeaderboardEntry>, JobError> {
+    let families: Vec<&str> = config.families.iter().map(String::as_str).collect();
+    // The searcher's RNG and each trial's seed derive from the job seed alone, so a run with
+    // --max-trials is reproducible whatever the machine's speed.
+    let mut searcher = LocalSearcher::new(&families, config.shape, ChaCha8Rng::seed_from_u64(config.seed))?;
+    let mut board: Vec<LeaderboardEntry> = Vec::new();
+    let mut best_idx: Option<usize> = None;
+    for n in 0.. {
+        if config.max_trials.is_some_and(|m| n >= m) {
+            break;
+        }
+        if config.search_deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let Suggestion::Trial { family, config: params } = searcher.suggest() else { break };
+        let spec = TrialSpec {
+            id: TrialId(n as u64 + 1),
+            family,
+            config: params,
+            seed: config.seed.wrapping_mul(1_000_003).wrapping_add(n as u64),
+        };
+        on_event(SearchEvent::TrialStarted { spec: &spec });
+        let outcome = executor.execute(&spec, config.search_deadline);
+        tracing::info!(trial = %spec.id, family = %spec.family, status = ?outcome.status, score = ?outcome.score, "trial finished");
+        if outcome.status == TrialStatus::Cancelled {
+            // Cut off by the budget: not data about the config, so the searcher never hears of it.
+            break;
+        }
+        let loss = outcome.score.map(|s| config.metric.to_loss(s));
+        searcher.on_trial_complete(&TrialRecord {
+            family: spec.family.clone(),
+            config: spec.config.clone(),
+            loss,
+            cost: outcome.fit_seconds.max(Duration::from_millis(1).as_secs_f64()),
+        });
+        let entry = LeaderboardEntry {
+            id: spec.id,
+            family: spec.family.clone(),
+            params: spec.config.clone(),
+            metric: config.metric.name().to_string(),
+            validation_score: outcome.score,
+            fit_seconds: outcome.fit_seconds,
+            status: outcome.status,
+            failure_reason: outcome.failure_reason,
+            rounds: outcome.rounds,
+        };
+        board.push(entry);
+        let idx = board.len() - 1;
+        if let Some(l) = loss.filter(|l| l.is_finite()) {
+            let better = best_idx.is_none_or(|b| {
+                board[b].validation_score.map(|s| config.metric.to_loss(s)).is_none_or(|bl| l < bl)
+            });
+            if better {
+                best_idx = Some(idx);
+            }
+        }
+        on_event(SearchEvent::TrialFinished { entry: &board[idx], best: best_idx.map(|b| &board[b]) });
+    }
+    rank(&mut board, config.metric);
+    Ok(board)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Scores configs by a known function so the leaderboard order can be checked.
+    struct FakeExecutor {
+        calls: usize,
+    }
+
+    impl TrialExecutor for FakeExecutor {
+        fn execute(&mut self, spec: &TrialSpec, _deadline: Option<Instant>) -> TrialOutcome {
+            self.calls += 1;
+            let fail = spec.family == "linear";
+            TrialOutcome {
+                id: spec.id,
+                status: if fail { TrialStatus::Failed } else { TrialStatus::Completed },
+                score: (!fail).then(|| 0.5 + spec.id.0 as f64 / 100.0),
+                fit_seconds: 0.01,
+                rounds: None,
+                failure_reason: fail.then(|| "boom".to_string()),
+            }
+        }
+    }
+
+    fn config(max_trials: usize) -> JobConfig {
+        JobConfig {
+            families: vec!["gbdt".into(), "linear".into()],
+            shape: DataShape { n_rows: 100, n_features: 3, n_classes: 2 },
+            metric: Metric::RocAuc,
+            seed: 1,
+            search_deadline: None,
+            max_trials: Some(max_trials),
+        }
+    }
+
+    #[test]
+    fn max_trials_and_ranking() {
+        let mut ex = FakeExecutor { calls: 0 };
+        let board = run_search(&config(10), &mut ex, &mut |_| {}).unwrap();
+        assert_eq!(ex.calls, 10);
+        assert_eq!(board.len(), 10);
+        // Higher AUC first; failed trials last but still recorded with their reason.
+        let scores: Vec<f64> = board.iter().filter_map(|e| e.validation_score).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+        let last = board.last().unwrap();
+        assert_eq!(last.status, TrialStatus::Failed);
+        assert_eq!(last.failure_reason.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn past_deadline_runs_nothing() {
+        let mut ex = FakeExecutor { calls: 0 };
+        let mut c = config(10);
+        c.search_deadline = Some(Instant::now());
+        let board = run_search(&c, &mut ex, &mut |_| {}).unwrap();
+        assert!(board.is_empty());
+        assert_eq!(ex.calls, 0);
+    }
+}

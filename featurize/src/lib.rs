@@ -1,0 +1,21 @@
+//! Loading tabular files, inferring column kinds, and fitted featurizers that turn raw
+//! columns into the [`FeatureMatrix`] learners consume.
+
+pub mod datetime;
+pub mod error;
+pub mod featurizer;
+pub mod infer;
+pub mod load;
+pub mod matrix;
+pub mod metric;
+pub mod table;
+pub mod target;
+
+pub use error::{FeaturizeError, Result};
+pub use featurizer::{ColumnTransform, Featurizer, FittedColumn};
+pub use infer::{ColumnKind, ColumnProfile, profile_column};
+pub use load::{LoadedTable, load_table};
+pub use matrix::{FeatureColumn, FeatureKind, FeatureMatrix, Predictions, Target};
+pub use metric::{Metric, Task};
+pub use table::{RawColumn, RawValues, StrColumn, Table};
+pub use target::TargetEncoder;

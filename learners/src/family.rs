@@ -1,0 +1,160 @@
+//! The registry of model families: names, parameter parsing, fit dispatch.
+
+use quarry_featurize::{FeatureMatrix, Predictions, Target, Task};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::{Result, TrainError};
+use crate::gbdt::{self, TreeEnsemble, TreeMode, TreeParams};
+use crate::linear::{self, LinearModel, LinearParams};
+use crate::params::{ParamMap, ParamReader};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Gbdt,
+    RandomForest,
+    ExtraTrees,
+    Linear,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [Family::Gbdt, Family::RandomForest, Family::ExtraTrees, Family::Linear];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Gbdt => "gbdt",
+            Family::RandomForest => "random_forest",
+            Family::ExtraTrees => "extra_trees",
+            Family::Linear => "linear",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Family> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| TrainError::UnknownFamily(name.to_string()))
+    }
+
+    /// Whether a validation set lets this family stop early (and so report a round count).
+    pub fn uses_early_stopping(self) -> bool {
+        self == Family::Gbdt
+    }
+
+    fn tree_mode(self) -> Option<TreeMode> {
+        match self {
+            Family::Gbdt => Some(TreeMode::Gbdt),
+            Family::RandomForest => Some(TreeMode::RandomForest),
+            Family::ExtraTrees => Some(TreeMode::ExtraTrees),
+            Family::Linear => None,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The defaults a family starts from, in LightGBM's scikit-learn names.
+fn tree_defaults(mode: TreeMode) -> TreeParams {
+    let mut p = TreeParams { mode, ..TreeParams::default() };
+    if mode != TreeMode::Gbdt {
+        // Forests grow deep, decorrelated trees; these follow scikit-learn's spirit.
+        p.num_leaves = 4096;
+        p.min_child_samples = 2;
+        p.colsample_bytree = 0.6;
+        p.subsample = 1.0;
+        p.reg_lambda = 0.0;
+    }
+    p
+}
+
+fn tree_params(mode: TreeMode, r: &mut ParamReader<'_>) -> Result<TreeParams> {
+    let d = tree_defaults(mode);
+    let p = TreeParams {
+        mode,
+        n_estimators: r.usize("n_estimators", d.n_estimators)?,
+        learning_rate: r.f64("learning_rate", d.learning_rate)?,
+        num_leaves: r.usize("num_leaves", d.num_leaves)?,
+        max_depth: r.i32("max_depth", d.max_depth)?,
+        min_child_samples: r.usize("min_child_samples", d.min_child_samples)?,
+        min_child_weight: r.f64("min_child_weight", d.min_child_weight)?,
+        subsample: r.f64("subsample", d.subsample)?,
+        colsample_bytree: r.f64("colsample_bytree", d.colsample_bytree)?,
+        reg_alpha: r.f64("reg_alpha", d.reg_alpha)?,
+        reg_lambda: r.f64("reg_lambda", d.reg_lambda)?,
+        max_bin: r.usize("max_bin", d.max_bin)?,
+        early_stopping_rounds: r.usize("early_stopping_rounds", d.early_stopping_rounds)?,
+        min_split_gain: r.f64("min_split_gain", d.min_split_gain)?,
+    };
+    p.check()?;
+    Ok(p)
+}
+
+/// A family and its hyperparameters, checked before any data is touched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckedSpec {
+    Trees(TreeParams),
+    Linear(LinearParams),
+}
+
+pub fn check_params(family: Family, params: &ParamMap) -> Result<CheckedSpec> {
+    let mut reader = ParamReader::new(family.name(), params);
+    let spec = match family.tree_mode() {
+        Some(mode) => CheckedSpec::Trees(tree_params(mode, &mut reader)?),
+        None => CheckedSpec::Linear(LinearParams::from_map(&mut reader)?),
+    };
+    reader.finish()?;
+    Ok(spec)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "family_kind")]
+pub enum FittedModel {
+    Trees(TreeEnsemble),
+    Linear(LinearModel),
+}
+
+impl FittedModel {
+    pub fn predict(&self, x: &FeatureMatrix) -> Predictions {
+        match self {
+            FittedModel::Trees(m) => m.predict(x),
+            FittedModel::Linear(m) => m.predict(x),
+        }
+    }
+
+    /// Boosting rounds kept after early stopping (tree models only).
+    pub fn rounds(&self) -> Option<usize> {
+        match self {
+            FittedModel::Trees(m) => Some(m.best_iteration()),
+            FittedModel::Linear(_) => None,
+        }
+    }
+}
+
+/// Per-round progress: `(round, validation loss)`; returning false stops the fit.
+pub type RoundCallback<'a> = &'a mut dyn FnMut(usize, f64) -> bool;
+
+pub fn fit(
+    spec: &CheckedSpec,
+    x: &FeatureMatrix,
+    y: &Target,
+    task: Task,
+    valid: Option<(&FeatureMatrix, &Target)>,
+    seed: u64,
+    on_round: RoundCallback<'_>,
+) -> Result<FittedModel> {
+    if x.n_rows == 0 {
+        return Err(TrainError::Data("no training rows".into()));
+    }
+    if x.n_rows != y.len() {
+        return Err(TrainError::Data(format!("{} feature rows but {} targets", x.n_rows, y.len())));
+    }
+    match spec {
+        CheckedSpec::Trees(p) => Ok(FittedModel::Trees(gbdt::fit(x, y, task, valid, p, seed, on_round)?)),
+        CheckedSpec::Linear(p) => Ok(FittedModel::Linear(linear::fit(x, y, task, p)?)),
+    }
+}

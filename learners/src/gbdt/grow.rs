@@ -1,0 +1,213 @@
+//! Leaf-wise (best-first) growth of one tree on binned data.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::binning::BinnedData;
+use super::histogram::{self, HistBin};
+use super::split::{self, SplitConfig, SplitInfo, SplitKind, Stats};
+use super::tree::{Node, Tree};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GrowParams {
+    pub num_leaves: usize,
+    /// `<= 0` means unlimited.
+    pub max_depth: i32,
+    pub split: SplitConfig,
+    /// Multiplies every leaf output (the learning rate).
+    pub scale: f64,
+    /// Fraction of the tree's features tried at each node (random forest style); `None` = all.
+    pub node_colsample: Option<f64>,
+}
+
+/// A grown tree, plus the row ranges (into the reordered `rows`) of its leaves and their outputs.
+pub(crate) struct GrownTree {
+    pub tree: Tree,
+    pub leaves: Vec<(usize, usize, f64)>,
+}
+
+struct Leaf {
+    node: usize,
+    start: usize,
+    end: usize,
+    depth: usize,
+    stats: Stats,
+    hist: Option<Vec<HistBin>>,
+    split: Option<SplitInfo>,
+}
+
+struct Grower<'a> {
+    data: &'a BinnedData,
+    grad: &'a [f64],
+    hess: &'a [f64],
+    features: &'a [usize],
+    params: GrowParams,
+}
+
+impl Grower<'_> {
+    fn can_split(&self, leaf: &Leaf) -> bool {
+        let depth_ok = self.params.max_depth <= 0 || (leaf.depth as i32) < self.params.max_depth;
+        depth_ok && leaf.stats.n as usize >= 2 * self.params.split.min_child_samples.max(1)
+    }
+
+    fn histogram(&self, rows: &[u32]) -> Vec<HistBin> {
+        let gh: Vec<(f64, f64)> =
+            rows.iter().map(|&r| (self.grad[r as usize], self.hess[r as usize])).collect();
+        histogram::build(self.data, self.features, rows, &gh)
+    }
+
+    fn find(&self, leaf: &Leaf, rng: &mut ChaCha8Rng) -> Option<SplitInfo> {
+        let hist = leaf.hist.as_ref()?;
+        match self.params.node_colsample {
+            Some(frac) if frac < 1.0 && self.features.len() > 1 => {
+                let m = self.features.len();
+                let k = ((frac * m as f64).round() as usize).clamp(1, m);
+                let mut pool = self.features.to_vec();
+                for i in 0..k {
+                    let j = rng.random_range(i..m);
+                    pool.swap(i, j);
+                }
+                pool.truncate(k);
+                pool.sort_unstable();
+                split::best_split(self.data, hist, leaf.stats, &pool, &self.params.split, rng)
+            }
+            _ => split::best_split(self.data, hist, leaf.stats, self.features, &self.params.split, rng),
+        }
+    }
+
+    fn goes_left(&self, info: &SplitInfo, row: u32) -> bool {
+        let b = self.data.columns[info.feature].get(row as usize);
+        match &info.kind {
+            SplitKind::Numeric { bin, default_left } => {
+                if b == self.data.mappers[info.feature].missing_bin() { *default_left } else { b <= *bin }
+            }
+            SplitKind::Categorical { bits } => (bits[b / 32] >> (b % 32)) & 1 == 1,
+        }
+    }
+}
+
+/// Grows one tree on the rows `rows` (reordered in place so each leaf's rows are contiguous),
+/// considering only `features` (sorted ascending).
+pub(crate) fn grow(
+    data: &BinnedData,
+    grad: &[f64],
+    hess: &[f64],
+    rows: &mut [u32],
+    features: &[usize],
+    params: GrowParams,
+    rng: &mut ChaCha8Rng,
+) -> GrownTree {
+    let grower = Grower { data, grad, hess, features, params };
+    let mut nodes = vec![Node::leaf(0.0)];
+    let mut cat_bits: Vec<u32> = Vec::new();
+    let mut stats = Stats::default();
+    for &r in rows.iter() {
+        stats.g += grad[r as usize];
+        stats.h += hess[r as usize];
+    }
+    stats.n = rows.len() as u32;
+    let mut root = Leaf { node: 0, start: 0, end: rows.len(), depth: 0, stats, hist: None, split: None };
+    if grower.can_split(&root) && params.num_leaves > 1 {
+        root.hist = Some(grower.histogram(rows));
+        root.split = grower.find(&root, rng);
+    }
+    let mut leaves = vec![root];
+    let mut scratch: Vec<u32> = Vec::new();
+    while leaves.len() < params.num_leaves {
+        let mut pick: Option<(usize, f64)> = None;
+        for (i, leaf) in leaves.iter().enumerate() {
+            if let Some(s) = &leaf.split
+                && pick.is_none_or(|(_, g)| s.gain > g)
+            {
+                pick = Some((i, s.gain));
+            }
+        }
+        let Some((i, _)) = pick else { break };
+        let leaf = &mut leaves[i];
+        let Some(info) = leaf.split.take() else { break };
+        let parent_hist = leaf.hist.take();
+        let (start, end, depth, node_idx) = (leaf.start, leaf.end, leaf.depth, leaf.node);
+
+        // Stable in-place partition of this leaf's rows.
+        scratch.clear();
+        let mut w = start;
+        for j in start..end {
+            let r = rows[j];
+            if grower.goes_left(&info, r) {
+                rows[w] = r;
+                w += 1;
+            } else {
+                scratch.push(r);
+            }
+        }
+        rows[w..end].copy_from_slice(&scratch);
+
+        let li = nodes.len();
+        nodes.push(Node::leaf(0.0));
+        nodes.push(Node::leaf(0.0));
+        let node = &mut nodes[node_idx];
+        node.feature = info.feature as u32;
+        node.left = li as u32;
+        node.right = li as u32 + 1;
+        match &info.kind {
+            SplitKind::Numeric { bin, default_left } => {
+                let mapper = &data.mappers[info.feature];
+                node.threshold = mapper.thresholds.get(*bin).copied().unwrap_or(f32::MAX);
+                node.default_left = *default_left;
+            }
+            SplitKind::Categorical { bits } => {
+                node.cat_start = cat_bits.len() as u32;
+                node.cat_words = bits.len() as u32;
+                let mb = data.mappers[info.feature].missing_bin();
+                node.default_left = (bits[mb / 32] >> (mb % 32)) & 1 == 1;
+                cat_bits.extend_from_slice(bits);
+            }
+        }
+
+        let mut left =
+            Leaf { node: li, start, end: w, depth: depth + 1, stats: info.left, hist: None, split: None };
+        let mut right = Leaf {
+            node: li + 1,
+            start: w,
+            end,
+            depth: depth + 1,
+            stats: info.right,
+            hist: None,
+            split: None,
+        };
+        let (need_l, need_r) = (grower.can_split(&left), grower.can_split(&right));
+        if need_l || need_r {
+            let left_smaller = w - start <= end - w;
+            let (small, large, need_large) =
+                if left_smaller { (&mut left, &mut right, need_r) } else { (&mut right, &mut left, need_l) };
+            let small_hist = grower.histogram(&rows[small.start..small.end]);
+            if need_large {
+                if let Some(mut ph) = parent_hist {
+                    histogram::subtract_in_place(&mut ph, &small_hist);
+                    large.hist = Some(ph);
+                } else {
+                    large.hist = Some(grower.histogram(&rows[large.start..large.end]));
+                }
+            }
+            small.hist = Some(small_hist);
+            for leaf in [&mut left, &mut right] {
+                if grower.can_split(leaf) {
+                    leaf.split = grower.find(leaf, rng);
+                }
+                if leaf.split.is_none() {
+                    leaf.hist = None;
+                }
+            }
+        }
+        leaves[i] = left;
+        leaves.push(right);
+    }
+
+    let mut out = Vec::with_capacity(leaves.len());
+    for leaf in &leaves {
+        let value = params.split.leaf_output(leaf.stats) * params.scale;
+        nodes[leaf.node].value = value;
+        out.push((leaf.start, leaf.end, value));
+    }
+    GrownTree { tree: Tree { nodes, cat_bits }, leaves: out }
+}

@@ -1,0 +1,13 @@
+//! Model families behind one interface, and the pipeline that joins a fitted featurizer to a model.
+
+pub mod error;
+pub mod family;
+pub mod gbdt;
+pub mod linear;
+pub mod params;
+pub mod pipeline;
+
+pub use error::{Result, TrainError};
+pub use family::{CheckedSpec, Family, FittedModel, RoundCallback, check_params, fit};
+pub use params::ParamMap;
+pub use pipeline::{BUNDLE_FORMAT_VERSION, Member, Pipeline};

@@ -1,0 +1,17 @@
+//! Pure search logic: spaces, searchers, family selection and validation plans.
+//!
+//! Nothing here reads files, clocks or the network; randomness comes from an RNG the caller
+//! seeds, so the same inputs always give the same suggestions.
+
+pub mod error;
+pub mod searcher;
+pub mod space;
+pub mod trial;
+pub mod validation;
+
+pub use error::SearchError;
+pub use searcher::LocalSearcher;
+pub use searcher::{FamilyStats, Searcher, Suggestion, TrialRecord};
+pub use space::{Config, DataShape, Domain, ParamValue, Space, portfolio, space_for};
+pub use trial::{TrialId, TrialOutcome, TrialSpec, TrialStatus};
+pub use validation::{Fold, ValidationKind, ValidationPlan};

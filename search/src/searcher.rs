@@ -1,0 +1,214 @@
+//! Searchers propose the next trial; they learn only from completed trials' losses and costs.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::SearchError;
+use crate::space::{Config, DataShape, Space, portfolio, space_for};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Suggestion {
+    Trial {
+        family: String,
+        config: Config,
+    },
+    /// Nothing left to try (every family exhausted its portfolio and the space is fixed).
+    Finished,
+}
+
+/// A finished trial as the searcher sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRecord {
+    pub family: String,
+    pub config: Config,
+    /// Direction-normalised (lower is better); `None` when the trial failed.
+    pub loss: Option<f64>,
+    /// Seconds the trial took (the searcher's only notion of time, given to it).
+    pub cost: f64,
+}
+
+pub trait Searcher {
+    fn suggest(&mut self) -> Suggestion;
+    fn on_trial_complete(&mut self, record: &TrialRecord);
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FamilyStats {
+    pub n_trials: usize,
+    pub n_failed: usize,
+    pub total_cost: f64,
+    pub best: Option<(f64, Config)>,
+}
+
+/// Zero-shot portfolio first, then local moves around each family's best config, with the
+/// family picked by how good and how cheap it has been.
+pub struct LocalSearcher {
+    spaces: Vec<(String, Space)>,
+    queue: Vec<(String, Config)>,
+    stats: BTreeMap<String, FamilyStats>,
+    rng: ChaCha8Rng,
+}
+
+impl LocalSearcher {
+    pub fn new(families: &[&str], shape: DataShape, rng: ChaCha8Rng) -> Result<LocalSearcher, SearchError> {
+        let spaces: Vec<(String, Space)> =
+            families.iter().filter_map(|f| space_for(f, shape).map(|s| (f.to_string(), s))).collect();
+        if spaces.is_empty() {
+            return Err(SearchError::NoFamilies);
+        }
+        // Portfolio round-robin: each family's first (cheapest, safest) config, then the seconds.
+        let portfolios: Vec<Vec<Config>> = spaces.iter().map(|(f, _)| portfolio(f, shape)).collect();
+        let depth = portfolios.iter().map(Vec::len).max().unwrap_or(0);
+        let mut queue = Vec::new();
+        for d in 0..depth {
+            for ((f, _), p) in spaces.iter().zip(&portfolios) {
+                if let Some(c) = p.get(d) {
+                    queue.push((f.clone(), c.clone()));
+                }
+            }
+        }
+        queue.reverse();
+        Ok(LocalSearcher { spaces, queue, stats: BTreeMap::new(), rng })
+    }
+
+    pub fn stats(&self) -> &BTreeMap<String, FamilyStats> {
+        &self.stats
+    }
+
+    fn pick_family(&mut self) -> Option<usize> {
+        let usable: Vec<usize> = (0..self.spaces.len())
+            .filter(|&k| {
+                let s = self.stats.get(&self.spaces[k].0);
+                // A family whose every trial failed is not tried again.
+                s.is_none_or(|s| s.n_failed < s.n_trials || s.n_trials == 0)
+            })
+            .collect();
+        if usable.is_empty() {
+            return None;
+        }
+        let best_of = |k: usize| self.stats.get(&self.spaces[k].0).and_then(|s| s.best.as_ref()).map(|b| b.0);
+        let leader = usable.iter().copied().min_by(|&a, &b| {
+            best_of(a).unwrap_or(f64::INFINITY).total_cmp(&best_of(b).unwrap_or(f64::INFINITY))
+        })?;
+        if usable.len() == 1 || self.rng.random_bool(0.6) {
+            return Some(leader);
+        }
+        // Otherwise a challenger, cheaper ones more often.
+        let others: Vec<usize> = usable.into_iter().filter(|&k| k != leader).collect();
+        let weights: Vec<f64> = others
+            .iter()
+            .map(|&k| {
+                let s = self.stats.get(&self.spaces[k].0);
+                let mean_cost = s.map_or(1.0, |s| s.total_cost / s.n_trials.max(1) as f64);
+                1.0 / mean_cost.max(1e-3)
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut x = self.rng.random_range(0.0..total);
+        for (k, w) in others.iter().zip(&weights) {
+            if x < *w {
+                return Some(*k);
+            }
+            x -= w;
+        }
+        others.last().copied()
+    }
+}
+
+impl Searcher for LocalSearcher {
+    fn suggest(&mut self) -> Suggestion {
+        if let Some((family, config)) = self.queue.pop() {
+            return Suggestion::Trial { family, config };
+        }
+        let Some(k) = self.pick_family() else { return Suggestion::Finished };
+        let (family, space) = &self.spaces[k];
+        let stats = self.stats.get(family).cloned().unwrap_or_default();
+        let config = match &stats.best {
+            Some((_, best)) if self.rng.random_bool(0.75) => {
+                // Steps shrink as a family accumulates trials: explore early, refine later.
+                let radius = 0.35 / (1.0 + stats.n_trials as f64 / 4.0).sqrt();
+                space.perturb(best, radius, &mut self.rng)
+            }
+            _ => space.sample(&mut self.rng),
+        };
+        Suggestion::Trial { family: family.clone(), config }
+    }
+
+    fn on_trial_complete(&mut self, record: &TrialRecord) {
+        let s = self.stats.entry(record.family.clone()).or_default();
+        s.n_trials += 1;
+        s.total_cost += record.cost;
+        match record.loss {
+            Some(loss) if loss.is_finite() => {
+                if s.best.as_ref().is_none_or(|(b, _)| loss < *b) {
+                    s.best = Some((loss, record.config.clone()));
+                }
+            }
+            _ => s.n_failed += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn shape() -> DataShape {
+        DataShape { n_rows: 1000, n_features: 5, n_classes: 2 }
+    }
+
+    fn run(seed: u64, n: usize) -> Vec<Suggestion> {
+        let mut s =
+            LocalSearcher::new(&["gbdt", "linear"], shape(), ChaCha8Rng::seed_from_u64(seed)).unwrap();
+        (0..n)
+            .map(|t| {
+                let sug = s.suggest();
+                if let Suggestion::Trial { family, config } = &sug {
+                    let loss = if family == "gbdt" { 0.1 + t as f64 * 1e-3 } else { 0.5 };
+                    s.on_trial_complete(&TrialRecord {
+                        family: family.clone(),
+                        config: config.clone(),
+                        loss: Some(loss),
+                        cost: 1.0,
+                    });
+                }
+                sug
+            })
+            .collect()
+    }
+
+    #[test]
+    fn portfolio_comes_first_then_the_leader_dominates() {
+        let sugs = run(1, 40);
+        let fam = |s: &Suggestion| match s {
+            Suggestion::Trial { family, .. } => family.clone(),
+            Suggestion::Finished => String::new(),
+        };
+        assert_eq!(fam(&sugs[0]), "gbdt");
+        assert_eq!(fam(&sugs[1]), "linear");
+        let gbdt_later = sugs[3..].iter().filter(|s| fam(s) == "gbdt").count();
+        assert!(gbdt_later > 37 / 2, "leader should get most trials, got {gbdt_later}");
+    }
+
+    #[test]
+    fn deterministic_for_a_seed() {
+        assert_eq!(run(5, 30), run(5, 30));
+        assert_ne!(run(5, 30), run(6, 30));
+    }
+
+    #[test]
+    fn failing_family_is_abandoned() {
+        let mut s = LocalSearcher::new(&["gbdt", "linear"], shape(), ChaCha8Rng::seed_from_u64(1)).unwrap();
+        for _ in 0..30 {
+            if let Suggestion::Trial { family, config } = s.suggest() {
+                let loss = (family == "gbdt").then_some(0.2);
+                s.on_trial_complete(&TrialRecord { family, config, loss, cost: 1.0 });
+            }
+        }
+        assert_eq!(s.stats()["linear"].n_trials, 1, "linear failed once and is not retried");
+    }
+}
