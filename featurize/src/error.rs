@@ -3,12 +3,8 @@ use std::path::PathBuf;
 /// Everything that can go wrong between a file on disk and a feature matrix.
 #[derive(Debug, thiserror::Error)]
 pub enum FeaturizeError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: file is empty")]
     EmptyFile { path: PathBuf },
     #[error("{path}: file has a header but no data rows")]

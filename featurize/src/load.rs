@@ -31,7 +31,7 @@ pub struct LoadedTable {
 
 /// Loads a `.csv` or `.parquet` file (by extension; anything else is read as CSV).
 pub fn load_table(path: &Path) -> Result<LoadedTable> {
-    let io_err = |source| FeaturizeError::Io { path: path.to_path_buf(), source };
+    let io_err = |error| FeaturizeError::Io { path: path.to_path_buf(), error };
     let meta = std::fs::metadata(path).map_err(io_err)?;
     if meta.is_dir() {
         return Err(io_err(std::io::Error::other("is a directory, not a file")));
@@ -53,7 +53,7 @@ pub fn load_table(path: &Path) -> Result<LoadedTable> {
 }
 
 pub fn hash_file(path: &Path) -> Result<String> {
-    let io_err = |source| FeaturizeError::Io { path: path.to_path_buf(), source };
+    let io_err = |error| FeaturizeError::Io { path: path.to_path_buf(), error };
     let mut file = File::open(path).map_err(io_err)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -84,7 +84,7 @@ fn read_csv(path: &Path) -> Result<Table> {
     let open = || {
         File::open(path)
             .map(BufReader::new)
-            .map_err(|source| FeaturizeError::Io { path: path.to_path_buf(), source })
+            .map_err(|error| FeaturizeError::Io { path: path.to_path_buf(), error })
     };
     let format = arrow_csv::reader::Format::default().with_header(true);
     let (header, _) = format.infer_schema(open()?, Some(0)).map_err(|e| arrow_error(path, e))?;
@@ -146,7 +146,7 @@ fn check_unique(path: &Path, names: &[String]) -> Result<()> {
 }
 
 fn read_parquet(path: &Path) -> Result<Table> {
-    let file = File::open(path).map_err(|source| FeaturizeError::Io { path: path.to_path_buf(), source })?;
+    let file = File::open(path).map_err(|error| FeaturizeError::Io { path: path.to_path_buf(), error })?;
     let parse_err = |e: parquet::errors::ParquetError| FeaturizeError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),

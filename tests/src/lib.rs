@@ -1,1 +1,75 @@
-//! end-to-end tests live in tests/
+//! Helpers for the end-to-end tests: find (and if needed build) the real `quarry` binary,
+//! run it, and read what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root (where `examples/` lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+pub fn example(path: &str) -> PathBuf {
+    repo_root().join("examples/data").join(path)
+}
+
+/// The `quarry` binary built with the same profile as this test. `cargo test` does not build
+/// another package's binaries, so the first call builds it (`QUARRY_BIN` overrides).
+pub fn quarry_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("QUARRY_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/<test-binary>  →  target/<profile>/quarry
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "quarry-cli", "--bin", "quarry"]).current_dir(repo_root());
+        if release {
+            cmd.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let status = cmd.status().unwrap_or_else(|e| panic!("running cargo build: {e}"));
+        assert!(status.success(), "cargo build -p quarry-cli failed");
+        profile_dir.join("quarry")
+    })
+}
+
+pub fn quarry(args: &[&str]) -> Output {
+    Command::new(quarry_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", quarry_bin().display()))
+}
+
+/// Runs quarry and fails the test (showing stderr) unless it exits 0.
+pub fn quarry_ok(args: &[&str]) -> String {
+    let out = quarry(args);
+    assert!(
+        out.status.success(),
+        "quarry {args:?} failed with {:?}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Parses a CSV written by `quarry predict` (no quoted fields in our outputs).
+pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().split(',').map(str::to_string).collect();
+    let rows = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    (header, rows)
+}

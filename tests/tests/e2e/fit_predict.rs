@@ -1,0 +1,177 @@
+//! `fit` → run folder → `evaluate` / `predict` on the shipped example datasets.
+
+use std::path::Path;
+
+use quarry_tests::{example, quarry, quarry_ok, read_csv, read_json};
+use sha2::{Digest, Sha256};
+
+fn fit(data: &Path, target: &str, out: &Path, extra: &[&str]) {
+    let mut args =
+        vec!["fit", "--data", data.to_str().unwrap(), "--target", target, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    quarry_ok(&args);
+}
+
+fn evaluate(model: &Path, data: &Path) -> serde_json::Value {
+    let out = quarry_ok(&["evaluate", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("evaluate printed non-JSON ({e}): {out}"))
+}
+
+#[test]
+fn penguins_classification_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let train = example("penguins/train.csv");
+    let test = example("penguins/test.csv");
+    fit(&train, "species", &run, &["--max-trials", "8", "--seed", "1"]);
+
+    let metrics = evaluate(&run, &test);
+    assert_eq!(metrics["task"], "multiclass");
+    let acc = metrics["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.95, "test accuracy {acc} < 0.95");
+    let ll = metrics["metrics"]["log_loss"].as_f64().unwrap();
+    assert!(ll < 0.3, "test log loss {ll}");
+
+    // The run folder: leaderboard with every trial, a run record naming the data by hash.
+    let board = read_json(&run.join("leaderboard.json"));
+    let board = board.as_array().unwrap();
+    assert_eq!(board.len(), 8);
+    for key in
+        ["id", "family", "params", "metric", "validation_score", "fit_seconds", "status", "failure_reason"]
+    {
+        assert!(board[0].get(key).is_some(), "leaderboard entry lacks {key}: {}", board[0]);
+    }
+    let families: std::collections::BTreeSet<&str> =
+        board.iter().map(|e| e["family"].as_str().unwrap()).collect();
+    assert!(families.len() >= 3, "searched only {families:?}");
+    let record = read_json(&run.join("run.json"));
+    let hash: String =
+        Sha256::digest(std::fs::read(&train).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(record["dataset"]["content_hash"], hash.as_str());
+    assert_eq!(record["task"], "multiclass");
+    assert_eq!(record["seed"], 1);
+    assert!(
+        record["schema"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "island" && c["kind"] == "categorical")
+    );
+
+    // Predict: one row per input row, a probability column per class summing to 1.
+    let preds = dir.path().join("preds.csv");
+    quarry_ok(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--out",
+        preds.to_str().unwrap(),
+    ]);
+    let (header, rows) = read_csv(&preds);
+    assert_eq!(header, ["prediction", "proba_Adelie", "proba_Chinstrap", "proba_Gentoo"]);
+    assert_eq!(rows.len(), 69);
+    for r in &rows {
+        let sum: f64 = r[1..].iter().map(|p| p.parse::<f64>().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-9, "probabilities sum to {sum}");
+        assert!(["Adelie", "Chinstrap", "Gentoo"].contains(&r[0].as_str()));
+    }
+}
+
+#[test]
+fn cars_regression_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    fit(&example("cars/train.csv"), "Miles_per_Gallon", &run, &["--max-trials", "10", "--seed", "3"]);
+    let metrics = evaluate(&run.join("model"), &example("cars/test.csv"));
+    assert_eq!(metrics["task"], "regression");
+    let r2 = metrics["metrics"]["r2"].as_f64().unwrap();
+    assert!(r2 >= 0.85, "test r2 {r2} < 0.85");
+    let rmse = metrics["metrics"]["rmse"].as_f64().unwrap();
+    assert!(rmse < 7.972 / 2.0, "rmse {rmse} not far below the trivial 7.97");
+
+    let preds = dir.path().join("p.csv");
+    let test = example("cars/test.csv");
+    quarry_ok(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--out",
+        preds.to_str().unwrap(),
+    ]);
+    let (header, rows) = read_csv(&preds);
+    assert_eq!(header, ["prediction"]);
+    assert_eq!(rows.len(), 80);
+}
+
+#[test]
+fn same_seed_and_trial_count_give_the_same_leaderboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = example("credit_data/train.csv");
+    let runs: Vec<_> = (0..2).map(|i| dir.path().join(format!("run{i}"))).collect();
+    for (i, run) in runs.iter().enumerate() {
+        let threads = if i == 0 { "1" } else { "2" };
+        fit(&data, "Status", run, &["--max-trials", "6", "--seed", "7", "--threads", threads]);
+    }
+    let strip = |v: serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value, serde_json::Value)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["id"].clone(), e["params"].clone(), e["validation_score"].clone()))
+            .collect()
+    };
+    let a = strip(read_json(&runs[0].join("leaderboard.json")));
+    let b = strip(read_json(&runs[1].join("leaderboard.json")));
+    assert_eq!(a, b, "1 thread and 2 threads disagree");
+    assert_eq!(a.len(), 6);
+}
+
+/// Columns in another order, an extra column, unseen levels and new gaps: still one prediction per row.
+#[test]
+fn predict_tolerates_reordered_columns_unseen_levels_and_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    fit(&example("penguins/train.csv"), "species", &run, &["--max-trials", "4"]);
+    let odd = dir.path().join("odd.csv");
+    std::fs::write(
+        &odd,
+        "extra,sex,body_mass_g,island,year,flipper_length_mm,bill_depth_mm,bill_length_mm\n\
+         x,female,3500,Atlantis,2008,190,18.5,39.0\n\
+         y,,,,,,,\n\
+         z,male,5500,Biscoe,2009,225,15.0,49.0\n",
+    )
+    .unwrap();
+    let preds = dir.path().join("p.csv");
+    quarry_ok(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        odd.to_str().unwrap(),
+        "--out",
+        preds.to_str().unwrap(),
+    ]);
+    let (_, rows) = read_csv(&preds);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0][0], "Adelie", "small-billed, deep-billed bird");
+    assert_eq!(rows[2][0], "Gentoo", "heavy, long-flippered bird");
+
+    // A feature column the model needs is missing: a clear error naming it.
+    let missing = dir.path().join("missing.csv");
+    std::fs::write(&missing, "island,bill_length_mm\nBiscoe,40\n").unwrap();
+    let out = quarry(&[
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        missing.to_str().unwrap(),
+        "--out",
+        preds.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bill_depth_mm"), "{err}");
+}

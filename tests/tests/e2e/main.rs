@@ -1,0 +1,5 @@
+#![allow(clippy::unwrap_used)]
+//! End-to-end: the real `quarry` binary on real files. One test binary, modules by topic.
+
+mod bad_input;
+mod fit_predict;
