@@ -92,17 +92,17 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
-    // Keep part of the budget for the final refit and writing the run folder.
-    let reserve =
-        budget.map(|b| (b.mul_f64(0.15)).clamp(Duration::from_millis(500), Duration::from_secs(60)));
-    let search_deadline = deadline.zip(reserve).map(|(d, r)| d - r);
     let families: Vec<String> = Family::ALL.iter().map(|f| f.name().to_string()).collect();
-    let job =
-        JobConfig { families, shape, metric, seed: args.seed, search_deadline, max_trials: args.max_trials };
+    let job = JobConfig { families, shape, metric, seed: args.seed, deadline, max_trials: args.max_trials };
+    // Time kept after the search: the refit of the current best, plus writing the run folder.
+    let reserve = |best: Option<&LeaderboardEntry>| {
+        let refit = best.map_or(Duration::ZERO, |b| refit_estimate(b, n_folds));
+        refit + Duration::from_millis(300) + budget.map_or(Duration::ZERO, |b| b.mul_f64(0.01))
+    };
 
     let bar = progress_bar(budget, args.max_trials);
     let mut executor = LocalExecutor { runner: &runner, metric, best: None };
-    let board = run_search(&job, &mut executor, &mut |event| match event {
+    let board = run_search(&job, &mut executor, &reserve, &mut |event| match event {
         SearchEvent::TrialStarted { spec } => {
             bar.set_message(format!("trial {} ({})", spec.id, spec.family));
         }
@@ -198,9 +198,7 @@ fn final_members(
         best.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     let spec =
         TrialSpec { id: best.id, family: best.family.clone(), config: best.params.clone(), seed: best.id.0 };
-    // A fold fit sees (k-1)/k of the rows; the refit sees them all.
-    let per_fold = best.fit_seconds / n_folds.max(1) as f64;
-    let estimate = Duration::from_secs_f64(per_fold * 1.4);
+    let estimate = refit_estimate(best, n_folds);
     let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     if time_left.is_none_or(|t| t > estimate) {
         let cancelled = move || deadline.is_some_and(|d| Instant::now() >= d);
@@ -219,6 +217,11 @@ fn final_members(
         )),
         _ => bail!("no time left to fit the final model; give it a larger --budget"),
     }
+}
+
+/// A fold fit sees (k-1)/k of the rows; the refit sees them all, with no early-stopping tail.
+fn refit_estimate(best: &LeaderboardEntry, n_folds: usize) -> Duration {
+    Duration::from_secs_f64(best.fit_seconds / n_folds.max(1) as f64 * 1.4)
 }
 
 fn progress_bar(budget: Option<Duration>, max_trials: Option<usize>) -> ProgressBar {

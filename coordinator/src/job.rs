@@ -26,8 +26,9 @@ pub struct JobConfig {
     pub shape: DataShape,
     pub metric: Metric,
     pub seed: u64,
-    /// No trial starts after this instant, and running ones are cancelled at it.
-    pub search_deadline: Option<Instant>,
+    /// The end of the whole run. Trials stop `reserve` before it, so the work after the
+    /// search (refit, writing) still fits.
+    pub deadline: Option<Instant>,
     pub max_trials: Option<usize>,
 }
 
@@ -68,9 +69,12 @@ pub fn rank(entries: &mut [LeaderboardEntry], metric: Metric) {
 
 /// Drives the search until the deadline, the trial limit, or the searcher runs dry.
 /// Returns the leaderboard, best first.
+/// `reserve(best)` is the time to keep after the search, given the best trial so far; it is
+/// asked again before every trial since the best (and so the refit cost) changes.
 pub fn run_search(
     config: &JobConfig,
     executor: &mut dyn TrialExecutor,
+    reserve: &dyn Fn(Option<&LeaderboardEntry>) -> Duration,
     on_event: &mut dyn FnMut(SearchEvent<'_>),
 ) -> Result<Vec<LeaderboardEntry>, JobError> {
     let families: Vec<&str> = config.families.iter().map(String::as_str).collect();
@@ -83,7 +87,9 @@ pub fn run_search(
         if config.max_trials.is_some_and(|m| n >= m) {
             break;
         }
-        if config.search_deadline.is_some_and(|d| Instant::now() >= d) {
+        let search_deadline =
+            config.deadline.map(|d| d.checked_sub(reserve(best_idx.map(|b| &board[b]))).unwrap_or(d));
+        if search_deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
         let Suggestion::Trial { family, config: params } = searcher.suggest() else { break };
@@ -94,7 +100,7 @@ pub fn run_search(
             seed: config.seed.wrapping_mul(1_000_003).wrapping_add(n as u64),
         };
         on_event(SearchEvent::TrialStarted { spec: &spec });
-        let outcome = executor.execute(&spec, config.search_deadline);
+        let outcome = executor.execute(&spec, search_deadline);
         tracing::info!(trial = %spec.id, family = %spec.family, status = ?outcome.status, score = ?outcome.score, "trial finished");
         if outcome.status == TrialStatus::Cancelled {
             // Cut off by the budget: not data about the config, so the searcher never hears of it.
@@ -165,7 +171,7 @@ mod tests {
             shape: DataShape { n_rows: 100, n_features: 3, n_classes: 2 },
             metric: Metric::RocAuc,
             seed: 1,
-            search_deadline: None,
+            deadline: None,
             max_trials: Some(max_trials),
         }
     }
@@ -173,7 +179,7 @@ mod tests {
     #[test]
     fn max_trials_and_ranking() {
         let mut ex = FakeExecutor { calls: 0 };
-        let board = run_search(&config(10), &mut ex, &mut |_| {}).unwrap();
+        let board = run_search(&config(10), &mut ex, &|_| Duration::ZERO, &mut |_| {}).unwrap();
         assert_eq!(ex.calls, 10);
         assert_eq!(board.len(), 10);
         // Higher AUC first; failed trials last but still recorded with their reason.
@@ -188,8 +194,9 @@ mod tests {
     fn past_deadline_runs_nothing() {
         let mut ex = FakeExecutor { calls: 0 };
         let mut c = config(10);
-        c.search_deadline = Some(Instant::now());
-        let board = run_search(&c, &mut ex, &mut |_| {}).unwrap();
+        c.deadline = Some(Instant::now() + Duration::from_secs(60));
+        // A reserve longer than the time left: nothing may start.
+        let board = run_search(&c, &mut ex, &|_| Duration::from_secs(61), &mut |_| {}).unwrap();
         assert!(board.is_empty());
         assert_eq!(ex.calls, 0);
     }

@@ -148,7 +148,10 @@ impl TrialRunner {
                 spec.seed.wrapping_add(fold_idx as u64),
                 &mut stop,
             )?;
-            if cancelled() {
+            // A booster cut off by the deadline on a single holdout is still a valid model with
+            // fewer rounds; on large data that first trial may be all the budget allows.
+            let usable_when_cut = family.uses_early_stopping() && self.fold_views.len() == 1;
+            if cancelled() && !usable_when_cut {
                 return Ok(FoldsResult::Cancelled);
             }
             let pred = model.predict(xv);
