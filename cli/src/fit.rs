@@ -5,39 +5,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use quarry_coordinator::{JobConfig, LeaderboardEntry, SearchEvent, TrialExecutor, run_search};
+use quarry_coordinator::{JobConfig, LeaderboardEntry, SearchEvent, run_search};
 use quarry_featurize::{Featurizer, LoadedTable, Metric, Target, TargetEncoder, Task, load_table};
-use quarry_learners::{Family, Member, Pipeline};
-use quarry_search::{DataShape, TrialId, TrialOutcome, TrialSpec, TrialStatus, ValidationPlan};
-use quarry_worker::{FoldModels, TrialData, TrialRunner};
+use quarry_learners::{Family, Pipeline};
+use quarry_search::{DataShape, TrialStatus, ValidationPlan};
+use quarry_worker::{TrialData, TrialRunner};
 use serde_json::json;
 
 use crate::args::{FitArgs, TaskArg};
+use crate::final_model::{FinalModel, LocalExecutor, final_members, refit_estimate};
 use crate::output::{default_run_dir, print_leaderboard, write_json};
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
-
-/// Runs trials in this process and keeps the best trial's fold models, the fallback final
-/// model when there is no time left to refit on all rows.
-struct LocalExecutor<'a> {
-    runner: &'a TrialRunner,
-    metric: Metric,
-    best: Option<(TrialId, f64, FoldModels)>,
-}
-
-impl TrialExecutor for LocalExecutor<'_> {
-    fn execute(&mut self, spec: &TrialSpec, deadline: Option<Instant>) -> TrialOutcome {
-        let cancelled = move || deadline.is_some_and(|d| Instant::now() >= d);
-        let (outcome, models) = self.runner.run(spec, &cancelled);
-        if let (TrialStatus::Completed, Some(score)) = (outcome.status, outcome.score) {
-            let loss = self.metric.to_loss(score);
-            if self.best.as_ref().is_none_or(|(_, l, _)| loss < *l) {
-                self.best = Some((spec.id, loss, models));
-            }
-        }
-        outcome
-    }
-}
 
 pub fn run(args: FitArgs) -> Result<()> {
     let start = Instant::now();
@@ -96,12 +75,13 @@ pub fn run(args: FitArgs) -> Result<()> {
     let job = JobConfig { families, shape, metric, seed: args.seed, deadline, max_trials: args.max_trials };
     // Time kept after the search: the refit of the current best, plus writing the run folder.
     let reserve = |best: Option<&LeaderboardEntry>| {
-        let refit = best.map_or(Duration::ZERO, |b| refit_estimate(b, n_folds));
+        // Only a holdout run refits; k-fold runs bag their fold models.
+        let refit = best.filter(|_| n_folds == 1).map_or(Duration::ZERO, |b| refit_estimate(b, n_folds));
         refit + Duration::from_millis(300) + budget.map_or(Duration::ZERO, |b| b.mul_f64(0.01))
     };
 
     let bar = progress_bar(budget, args.max_trials);
-    let mut executor = LocalExecutor { runner: &runner, metric, best: None };
+    let mut executor = LocalExecutor::new(&runner, metric);
     let board = run_search(&job, &mut executor, &reserve, &mut |event| match event {
         SearchEvent::TrialStarted { spec } => {
             bar.set_message(format!("trial {} ({})", spec.id, spec.family));
@@ -129,7 +109,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         bail!("every trial failed ({})", reasons.join("; "));
     };
 
-    let (final_kind, members) = final_members(&runner, best, &mut executor.best, deadline, n_folds)?;
+    let (final_model, members) = final_members(executor, &board, deadline, n_folds, args.seed)?;
     let pipeline = Pipeline {
         format_version: quarry_learners::BUNDLE_FORMAT_VERSION,
         quarry_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -165,63 +145,27 @@ pub fn run(args: FitArgs) -> Result<()> {
         "best_trial": best.id,
         "best_family": best.family,
         "best_validation_score": best.validation_score,
-        "final_model": final_kind,
+        "final_model": final_model,
         "elapsed_seconds": start.elapsed().as_secs_f64(),
     });
     write_json(&out_dir.join("run.json"), &run_record)?;
 
     print_leaderboard(&board, metric, 10);
+    let final_score = match &final_model {
+        FinalModel::Ensemble(e) => e.validation_score,
+        _ => best.validation_score.unwrap_or(f64::NAN),
+    };
     println!(
-        "\nbest: trial {} {} {} = {:.5} ({final_kind}); {} trials in {:.1}s",
+        "\nbest single: trial {} {} {metric} = {:.5}\nfinal model: {} (validation {metric} {final_score:.5}); {} trials in {:.1}s",
         best.id,
         best.family,
-        metric,
         best.validation_score.unwrap_or(f64::NAN),
+        final_model.describe(),
         board.len(),
         start.elapsed().as_secs_f64()
     );
     println!("run folder: {}", out_dir.display());
     Ok(())
-}
-
-/// Refits the best config on all rows when the budget allows; otherwise the best trial's
-/// fold models, averaged, are the final model.
-fn final_members(
-    runner: &TrialRunner,
-    best: &LeaderboardEntry,
-    kept: &mut Option<(TrialId, f64, FoldModels)>,
-    deadline: Option<Instant>,
-    n_folds: usize,
-) -> Result<(&'static str, Vec<Member>)> {
-    let family = Family::parse(&best.family)?;
-    let params: quarry_learners::ParamMap =
-        best.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-    let spec =
-        TrialSpec { id: best.id, family: best.family.clone(), config: best.params.clone(), seed: best.id.0 };
-    let estimate = refit_estimate(best, n_folds);
-    let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    if time_left.is_none_or(|t| t > estimate) {
-        let cancelled = move || deadline.is_some_and(|d| Instant::now() >= d);
-        if let Some(model) = runner.refit(&spec, best.rounds, &cancelled)? {
-            return Ok(("refit", vec![Member { weight: 1.0, family, params, model }]));
-        }
-        tracing::warn!("refit hit the deadline; using the fold models");
-    }
-    match kept.take() {
-        Some((id, _, models)) if id == best.id && !models.is_empty() => Ok((
-            "fold_ensemble",
-            models
-                .into_iter()
-                .map(|model| Member { weight: 1.0, family, params: params.clone(), model })
-                .collect(),
-        )),
-        _ => bail!("no time left to fit the final model; give it a larger --budget"),
-    }
-}
-
-/// A fold fit sees (k-1)/k of the rows; the refit sees them all, with no early-stopping tail.
-fn refit_estimate(best: &LeaderboardEntry, n_folds: usize) -> Duration {
-    Duration::from_secs_f64(best.fit_seconds / n_folds.max(1) as f64 * 1.4)
 }
 
 fn progress_bar(budget: Option<Duration>, max_trials: Option<usize>) -> ProgressBar {

@@ -2,6 +2,7 @@
 
 mod args;
 mod evaluate;
+mod final_model;
 mod fit;
 mod output;
 mod predict;

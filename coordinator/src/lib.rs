@@ -4,7 +4,10 @@
 //! It never depends on the worker crate: an executor is anything that turns a
 //! [`TrialSpec`] into a [`TrialOutcome`] (in-process today; over `quarry.v1` gRPC later).
 
+mod ensemble;
 mod job;
+
+pub use ensemble::{Ensemble, EnsembleMember, select_ensemble};
 
 pub use job::rank;
 

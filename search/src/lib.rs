@@ -3,12 +3,14 @@
 //! Nothing here reads files, clocks or the network; randomness comes from an RNG the caller
 //! seeds, so the same inputs always give the same suggestions.
 
+pub mod ensemble;
 pub mod error;
 pub mod searcher;
 pub mod space;
 pub mod trial;
 pub mod validation;
 
+pub use ensemble::{EnsembleSelection, greedy_selection};
 pub use error::SearchError;
 pub use searcher::LocalSearcher;
 pub use searcher::{FamilyStats, Searcher, Suggestion, TrialRecord};

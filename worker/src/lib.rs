@@ -5,4 +5,4 @@
 
 mod runner;
 
-pub use runner::{FoldModels, TrialData, TrialRunner, WorkerError};
+pub use runner::{FoldModels, TrialArtifacts, TrialData, TrialRunner, WorkerError};

@@ -1,7 +1,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use quarry_featurize::{FeatureMatrix, Metric, Target, Task};
+use quarry_featurize::{FeatureMatrix, Metric, Predictions, Target, Task};
 use quarry_learners::{Family, FittedModel, ParamMap, check_params, fit};
 use quarry_search::{TrialOutcome, TrialSpec, TrialStatus, ValidationPlan};
 
@@ -26,13 +26,27 @@ pub struct TrialData {
     pub plan: ValidationPlan,
 }
 
-/// The fitted models of one trial's folds (kept for the best trial as a fallback final model).
+/// The fitted models of one trial's folds: averaged, they are a bagged model whose
+/// out-of-fold predictions are exactly [`TrialArtifacts::oof`].
 pub type FoldModels = Vec<FittedModel>;
+
+/// What a completed trial leaves besides its score: kept by the caller for the best trials.
+#[derive(Debug, Default)]
+pub struct TrialArtifacts {
+    pub fold_models: FoldModels,
+    /// Predictions for [`TrialRunner::validated_rows`], each row by the fold model that did not see it.
+    pub oof: Option<Predictions>,
+}
 
 pub struct TrialRunner {
     data: TrialData,
     pool: rayon::ThreadPool,
     fold_views: Vec<(FeatureMatrix, Target, FeatureMatrix, Target)>,
+    /// Rows that some fold validates (all rows for k-fold, the holdout for holdout), ascending.
+    validated: Vec<usize>,
+    validated_target: Target,
+    /// Row index → position in `validated`.
+    position: Vec<usize>,
 }
 
 fn param_map(spec: &TrialSpec) -> ParamMap {
@@ -60,16 +74,38 @@ impl TrialRunner {
                 )
             })
             .collect();
-        Ok(TrialRunner { data, pool, fold_views })
+        let mut validated: Vec<usize> =
+            data.plan.folds.iter().flat_map(|f| f.valid.iter().copied()).collect();
+        validated.sort_unstable();
+        validated.dedup();
+        let mut position = vec![usize::MAX; data.x.n_rows];
+        for (p, &row) in validated.iter().enumerate() {
+            position[row] = p;
+        }
+        let validated_target = data.y.select_rows(&validated);
+        Ok(TrialRunner { data, pool, fold_views, validated, validated_target, position })
     }
 
     pub fn data(&self) -> &TrialData {
         &self.data
     }
 
+    pub fn validated_rows(&self) -> &[usize] {
+        &self.validated
+    }
+
+    /// The true target of [`Self::validated_rows`], what out-of-fold predictions are scored on.
+    pub fn validated_target(&self) -> &Target {
+        &self.validated_target
+    }
+
     /// Fits the trial on every fold and scores it. `cancelled` is polled between boosting
     /// rounds and folds; once it returns true the trial stops and is reported as cancelled.
-    pub fn run(&self, spec: &TrialSpec, cancelled: &(dyn Fn() -> bool + Sync)) -> (TrialOutcome, FoldModels) {
+    pub fn run(
+        &self,
+        spec: &TrialSpec,
+        cancelled: &(dyn Fn() -> bool + Sync),
+    ) -> (TrialOutcome, TrialArtifacts) {
         let start = Instant::now();
         let result = self
             .pool
@@ -84,7 +120,7 @@ impl TrialRunner {
             failure_reason: Some(reason),
         };
         match result {
-            Ok(Ok(FoldsResult::Done { score, rounds, models })) => (
+            Ok(Ok(FoldsResult::Done { score, rounds, artifacts })) => (
                 TrialOutcome {
                     id: spec.id,
                     status: TrialStatus::Completed,
@@ -93,7 +129,7 @@ impl TrialRunner {
                     rounds,
                     failure_reason: None,
                 },
-                models,
+                artifacts,
             ),
             Ok(Ok(FoldsResult::Cancelled)) => (
                 TrialOutcome {
@@ -104,9 +140,9 @@ impl TrialRunner {
                     rounds: None,
                     failure_reason: Some("stopped at the time budget".into()),
                 },
-                Vec::new(),
+                TrialArtifacts::default(),
             ),
-            Ok(Err(e)) => (failed(e.to_string()), Vec::new()),
+            Ok(Err(e)) => (failed(e.to_string()), TrialArtifacts::default()),
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<String>()
@@ -114,7 +150,7 @@ impl TrialRunner {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(trial = %spec.id, "trial panicked: {what}");
-                (failed(format!("panicked: {what}")), Vec::new())
+                (failed(format!("panicked: {what}")), TrialArtifacts::default())
             }
         }
     }
@@ -131,9 +167,9 @@ impl TrialRunner {
             params.entry("early_stopping_rounds".into()).or_insert_with(|| EARLY_STOPPING_ROUNDS.to_string());
         }
         let checked = check_params(family, &params)?;
-        let mut scores = Vec::new();
         let mut rounds = Vec::new();
         let mut models = Vec::new();
+        let mut oof: Option<(usize, Vec<f64>)> = None;
         for (fold_idx, (xt, yt, xv, yv)) in self.fold_views.iter().enumerate() {
             if cancelled() {
                 return Ok(FoldsResult::Cancelled);
@@ -155,20 +191,37 @@ impl TrialRunner {
                 return Ok(FoldsResult::Cancelled);
             }
             let pred = model.predict(xv);
-            let score = self.data.metric.score(yv, &pred);
-            if !score.is_finite() {
-                return Err(WorkerError::Train(quarry_learners::TrainError::Fit {
-                    family: spec.family.clone(),
-                    message: format!("validation {} is not finite on fold {fold_idx}", self.data.metric),
-                }));
+            let (width, values) = match &pred {
+                Predictions::Probabilities { n_classes, values } => (*n_classes, values),
+                Predictions::Values(v) => (1, v),
+            };
+            let (_, acc) = oof.get_or_insert_with(|| (width, vec![f64::NAN; self.validated.len() * width]));
+            for (k, &row) in self.data.plan.folds[fold_idx].valid.iter().enumerate() {
+                let p = self.position[row];
+                acc[p * width..(p + 1) * width].copy_from_slice(&values[k * width..(k + 1) * width]);
             }
-            scores.push(score);
             rounds.extend(model.rounds());
             models.push(model);
         }
-        let score = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+        let oof = match oof {
+            Some((width, values)) if self.data.task.is_classification() => {
+                Predictions::Probabilities { n_classes: width, values }
+            }
+            Some((_, values)) => Predictions::Values(values),
+            None => return Ok(FoldsResult::Cancelled),
+        };
+        // One score over every validated row (pooled out-of-fold), the same yardstick the
+        // ensemble is judged by.
+        let score = self.data.metric.score(&self.validated_target, &oof);
+        if !score.is_finite() {
+            return Err(WorkerError::Train(quarry_learners::TrainError::Fit {
+                family: spec.family.clone(),
+                message: format!("validation {} is not finite", self.data.metric),
+            }));
+        }
         let rounds = (!rounds.is_empty()).then(|| rounds.iter().sum::<usize>() / rounds.len());
-        Ok(FoldsResult::Done { score, rounds, models })
+        let artifacts = TrialArtifacts { fold_models: models, oof: Some(oof) };
+        Ok(FoldsResult::Done { score, rounds, artifacts })
     }
 
     /// Fits the trial's config on all training rows. Boosted families use `rounds`
@@ -199,6 +252,6 @@ impl TrialRunner {
 }
 
 enum FoldsResult {
-    Done { score: f64, rounds: Option<usize>, models: FoldModels },
+    Done { score: f64, rounds: Option<usize>, artifacts: TrialArtifacts },
     Cancelled,
 }
