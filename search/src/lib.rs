@@ -5,6 +5,7 @@
 
 pub mod ensemble;
 pub mod error;
+pub mod scheduler;
 pub mod searcher;
 pub mod space;
 pub mod trial;
@@ -12,8 +13,9 @@ pub mod validation;
 
 pub use ensemble::{EnsembleSelection, greedy_selection};
 pub use error::SearchError;
-pub use searcher::LocalSearcher;
+pub use scheduler::{Asha, Decision, FifoScheduler, MedianStopping, Scheduler};
 pub use searcher::{FamilyStats, Searcher, Suggestion, TrialRecord};
+pub use searcher::{LocalSearcher, RandomSearcher};
 pub use space::{Config, DataShape, Domain, ParamValue, Space, portfolio, space_for};
 pub use trial::{TrialId, TrialOutcome, TrialSpec, TrialStatus};
 pub use validation::{Fold, ValidationKind, ValidationPlan};

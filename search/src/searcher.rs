@@ -151,6 +151,34 @@ impl Searcher for LocalSearcher {
     }
 }
 
+/// Uniform over families and over each family's space: the baseline every other searcher
+/// should beat.
+pub struct RandomSearcher {
+    spaces: Vec<(String, Space)>,
+    rng: ChaCha8Rng,
+}
+
+impl RandomSearcher {
+    pub fn new(families: &[&str], shape: DataShape, rng: ChaCha8Rng) -> Result<RandomSearcher, SearchError> {
+        let spaces: Vec<(String, Space)> =
+            families.iter().filter_map(|f| space_for(f, shape).map(|s| (f.to_string(), s))).collect();
+        if spaces.is_empty() {
+            return Err(SearchError::NoFamilies);
+        }
+        Ok(RandomSearcher { spaces, rng })
+    }
+}
+
+impl Searcher for RandomSearcher {
+    fn suggest(&mut self) -> Suggestion {
+        let k = self.rng.random_range(0..self.spaces.len());
+        let (family, space) = &self.spaces[k];
+        Suggestion::Trial { family: family.clone(), config: space.sample(&mut self.rng) }
+    }
+
+    fn on_trial_complete(&mut self, _: &TrialRecord) {}
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -198,6 +226,57 @@ mod tests {
     fn deterministic_for_a_seed() {
         assert_eq!(run(5, 30), run(5, 30));
         assert_ne!(run(5, 30), run(6, 30));
+    }
+
+    type Factory = fn(u64) -> Box<dyn Searcher>;
+
+    fn every_searcher() -> Vec<(&'static str, Factory)> {
+        vec![
+            ("local", |seed| {
+                Box::new(LocalSearcher::new(&FAMILIES, shape(), ChaCha8Rng::seed_from_u64(seed)).unwrap())
+            }),
+            ("random", |seed| {
+                Box::new(RandomSearcher::new(&FAMILIES, shape(), ChaCha8Rng::seed_from_u64(seed)).unwrap())
+            }),
+        ]
+    }
+
+    const FAMILIES: [&str; 4] = ["gbdt", "random_forest", "extra_trees", "linear"];
+
+    /// One body, every searcher: suggestions lie in their family's space, the same seed
+    /// replays the same sequence, and failures or NaN losses are taken in stride.
+    #[test]
+    fn searcher_conformance() {
+        for (name, make) in every_searcher() {
+            let mut runs = Vec::new();
+            for _ in 0..2 {
+                let mut s = make(11);
+                let mut seen = Vec::new();
+                for i in 0..200 {
+                    let Suggestion::Trial { family, config } = s.suggest() else {
+                        panic!("{name} finished early")
+                    };
+                    let space = space_for(&family, shape()).unwrap();
+                    assert!(space.contains(&config), "{name}: {family} config outside its space: {config:?}");
+                    let loss = match i % 7 {
+                        0 => None,
+                        1 => Some(f64::NAN),
+                        _ => Some((i as f64 * 0.37).sin()),
+                    };
+                    s.on_trial_complete(&TrialRecord {
+                        family: family.clone(),
+                        config: config.clone(),
+                        loss,
+                        cost: 0.5,
+                    });
+                    seen.push((family, config));
+                }
+                let families: std::collections::BTreeSet<_> = seen.iter().map(|(f, _)| f.clone()).collect();
+                assert!(families.len() >= 2, "{name} explored only {families:?}");
+                runs.push(seen);
+            }
+            assert_eq!(runs[0], runs[1], "{name} is not deterministic for a seed");
+        }
     }
 
     #[test]

@@ -53,6 +53,19 @@ impl Domain {
         }
     }
 
+    pub fn contains(&self, value: &ParamValue) -> bool {
+        match (self, value) {
+            (Domain::Uniform { low, high } | Domain::LogUniform { low, high }, ParamValue::Float(v)) => {
+                (*low..=*high).contains(v)
+            }
+            (Domain::Int { low, high } | Domain::LogInt { low, high }, ParamValue::Int(v)) => {
+                (*low..=*high).contains(v)
+            }
+            (Domain::Categorical(choices), v) => choices.contains(v),
+            _ => false,
+        }
+    }
+
     /// A value near `center`: a step of relative size `radius` in the domain's own scale.
     pub fn perturb(&self, center: &ParamValue, radius: f64, rng: &mut impl Rng) -> ParamValue {
         let step = rng.random_range(-radius..=radius);
@@ -91,6 +104,12 @@ pub struct Space {
 }
 
 impl Space {
+    /// Whether `config` sets exactly this space's parameters, each inside its domain.
+    pub fn contains(&self, config: &Config) -> bool {
+        config.len() == self.params.len()
+            && self.params.iter().all(|(n, d)| config.get(n).is_some_and(|v| d.contains(v)))
+    }
+
     pub fn sample(&self, rng: &mut impl Rng) -> Config {
         self.params.iter().map(|(n, d)| (n.clone(), d.sample(rng))).collect()
     }
