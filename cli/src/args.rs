@@ -28,6 +28,23 @@ pub enum TaskArg {
     Regression,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SchedulerArg {
+    Fifo,
+    Median,
+    Asha,
+}
+
+impl From<SchedulerArg> for quarry_coordinator::SchedulerKind {
+    fn from(s: SchedulerArg) -> Self {
+        match s {
+            SchedulerArg::Fifo => quarry_coordinator::SchedulerKind::Fifo,
+            SchedulerArg::Median => quarry_coordinator::SchedulerKind::Median,
+            SchedulerArg::Asha => quarry_coordinator::SchedulerKind::Asha,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct FitArgs {
     /// Training data (.csv or .parquet).
@@ -49,6 +66,9 @@ pub struct FitArgs {
     pub max_trials: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Stops unpromising boosted trials early: fifo (never), median (median stopping rule), asha.
+    #[arg(long, value_enum, default_value = "fifo")]
+    pub scheduler: SchedulerArg,
     /// Threads for training (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

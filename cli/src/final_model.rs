@@ -29,9 +29,14 @@ impl<'a> LocalExecutor<'a> {
 }
 
 impl TrialExecutor for LocalExecutor<'_> {
-    fn execute(&mut self, spec: &TrialSpec, deadline: Option<Instant>) -> TrialOutcome {
+    fn execute(
+        &mut self,
+        spec: &TrialSpec,
+        deadline: Option<Instant>,
+        report: &mut (dyn FnMut(usize, f64) -> bool + Send),
+    ) -> TrialOutcome {
         let cancelled = move || deadline.is_some_and(|d| Instant::now() >= d);
-        let (outcome, artifacts) = self.runner.run(spec, &cancelled);
+        let (outcome, artifacts) = self.runner.run(spec, &cancelled, report);
         if let (TrialStatus::Completed, Some(score)) = (outcome.status, outcome.score) {
             self.kept.insert(spec.id, (self.metric.to_loss(score), artifacts));
             if self.kept.len() > KEEP_TOP {

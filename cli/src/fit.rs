@@ -72,7 +72,15 @@ pub fn run(args: FitArgs) -> Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let families: Vec<String> = Family::ALL.iter().map(|f| f.name().to_string()).collect();
-    let job = JobConfig { families, shape, metric, seed: args.seed, deadline, max_trials: args.max_trials };
+    let job = JobConfig {
+        families,
+        shape,
+        metric,
+        seed: args.seed,
+        deadline,
+        max_trials: args.max_trials,
+        scheduler: args.scheduler.into(),
+    };
     // Time kept after the search: the refit of the current best, plus writing the run folder.
     let reserve = |best: Option<&LeaderboardEntry>| {
         // Only a holdout run refits; k-fold runs bag their fold models.

@@ -2,8 +2,8 @@ use std::time::{Duration, Instant};
 
 use quarry_featurize::Metric;
 use quarry_search::{
-    Config, DataShape, LocalSearcher, Searcher, Suggestion, TrialId, TrialOutcome, TrialRecord, TrialSpec,
-    TrialStatus,
+    Asha, Config, DataShape, Decision, FifoScheduler, LocalSearcher, MedianStopping, Scheduler, Searcher,
+    Suggestion, TrialId, TrialOutcome, TrialRecord, TrialSpec, TrialStatus,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -17,7 +17,14 @@ pub enum JobError {
 
 /// Runs one trial to completion (or cancellation once `deadline` passes).
 pub trait TrialExecutor {
-    fn execute(&mut self, spec: &TrialSpec, deadline: Option<Instant>) -> TrialOutcome;
+    /// `report(resource, loss)` passes intermediate validation losses to the job's scheduler;
+    /// when it returns false the executor should stop the trial and report it pruned.
+    fn execute(
+        &mut self,
+        spec: &TrialSpec,
+        deadline: Option<Instant>,
+        report: &mut (dyn FnMut(usize, f64) -> bool + Send),
+    ) -> TrialOutcome;
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +37,35 @@ pub struct JobConfig {
     /// search (refit, writing) still fits.
     pub deadline: Option<Instant>,
     pub max_trials: Option<usize>,
+    pub scheduler: SchedulerKind,
+}
+
+/// Which scheduler judges trials that report progress (boosted trees, per round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerKind {
+    /// Only in-trial early stopping on validation.
+    #[default]
+    Fifo,
+    Median,
+    Asha,
+}
+
+/// Rounds before the median rule or ASHA may judge a booster, and trials the median rule
+/// needs completed before it stops anything.
+const SCHEDULER_GRACE_ROUNDS: usize = 50;
+const MEDIAN_MIN_SAMPLES: usize = 5;
+const ASHA_REDUCTION_FACTOR: usize = 3;
+const ASHA_MAX_ROUNDS: usize = 3000;
+
+fn make_scheduler(kind: SchedulerKind) -> Box<dyn Scheduler + Send> {
+    match kind {
+        SchedulerKind::Fifo => Box::new(FifoScheduler),
+        SchedulerKind::Median => Box::new(MedianStopping::new(SCHEDULER_GRACE_ROUNDS, MEDIAN_MIN_SAMPLES)),
+        SchedulerKind::Asha => {
+            Box::new(Asha::new(SCHEDULER_GRACE_ROUNDS, ASHA_REDUCTION_FACTOR, ASHA_MAX_ROUNDS))
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +117,7 @@ pub fn run_search(
     // The searcher's RNG and each trial's seed derive from the job seed alone, so a run with
     // --max-trials is reproducible whatever the machine's speed.
     let mut searcher = LocalSearcher::new(&families, config.shape, ChaCha8Rng::seed_from_u64(config.seed))?;
+    let mut scheduler = make_scheduler(config.scheduler);
     let mut board: Vec<LeaderboardEntry> = Vec::new();
     let mut best_idx: Option<usize> = None;
     for n in 0.. {
@@ -100,7 +137,12 @@ pub fn run_search(
             seed: config.seed.wrapping_mul(1_000_003).wrapping_add(n as u64),
         };
         on_event(SearchEvent::TrialStarted { spec: &spec });
-        let outcome = executor.execute(&spec, search_deadline);
+        let trial_id = spec.id;
+        let mut report = |resource: usize, loss: f64| {
+            scheduler.on_trial_result(trial_id, resource, loss) == Decision::Continue
+        };
+        let outcome = executor.execute(&spec, search_deadline, &mut report);
+        scheduler.on_trial_complete(trial_id);
         tracing::info!(trial = %spec.id, family = %spec.family, status = ?outcome.status, score = ?outcome.score, "trial finished");
         if outcome.status == TrialStatus::Cancelled {
             // Cut off by the budget: not data about the config, so the searcher never hears of it.
@@ -151,7 +193,12 @@ mod tests {
     }
 
     impl TrialExecutor for FakeExecutor {
-        fn execute(&mut self, spec: &TrialSpec, _deadline: Option<Instant>) -> TrialOutcome {
+        fn execute(
+            &mut self,
+            spec: &TrialSpec,
+            _deadline: Option<Instant>,
+            _report: &mut (dyn FnMut(usize, f64) -> bool + Send),
+        ) -> TrialOutcome {
             self.calls += 1;
             let fail = spec.family == "linear";
             TrialOutcome {
@@ -173,6 +220,7 @@ mod tests {
             seed: 1,
             deadline: None,
             max_trials: Some(max_trials),
+            scheduler: SchedulerKind::Fifo,
         }
     }
 

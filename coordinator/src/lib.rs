@@ -11,5 +11,5 @@ pub use ensemble::{Ensemble, EnsembleMember, select_ensemble};
 
 pub use job::rank;
 
-pub use job::{JobConfig, JobError, LeaderboardEntry, SearchEvent, TrialExecutor, run_search};
+pub use job::{JobConfig, JobError, LeaderboardEntry, SchedulerKind, SearchEvent, TrialExecutor, run_search};
 pub use quarry_search::{TrialOutcome, TrialSpec};

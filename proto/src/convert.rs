@@ -55,6 +55,7 @@ impl From<&TrialOutcome> for pb::TrialOutcome {
             TrialStatus::Completed => pb::TrialStatus::Completed,
             TrialStatus::Failed => pb::TrialStatus::Failed,
             TrialStatus::Cancelled => pb::TrialStatus::Cancelled,
+            TrialStatus::Pruned => pb::TrialStatus::Pruned,
         };
         pb::TrialOutcome {
             trial_id: o.id.0,
@@ -75,6 +76,7 @@ impl TryFrom<pb::TrialOutcome> for TrialOutcome {
             Ok(pb::TrialStatus::Completed) => TrialStatus::Completed,
             Ok(pb::TrialStatus::Failed) => TrialStatus::Failed,
             Ok(pb::TrialStatus::Cancelled) => TrialStatus::Cancelled,
+            Ok(pb::TrialStatus::Pruned) => TrialStatus::Pruned,
             Ok(pb::TrialStatus::Unspecified) => return Err(ConversionError::MissingField("status")),
             Err(_) => {
                 return Err(ConversionError::Invalid {

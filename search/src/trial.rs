@@ -28,6 +28,8 @@ pub enum TrialStatus {
     Failed,
     /// Stopped by the budget before it finished; not scored.
     Cancelled,
+    /// Stopped by the scheduler (ASHA, median rule) as unpromising; not scored.
+    Pruned,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -101,15 +101,18 @@ impl TrialRunner {
 
     /// Fits the trial on every fold and scores it. `cancelled` is polled between boosting
     /// rounds and folds; once it returns true the trial stops and is reported as cancelled.
+    /// `report(round, loss)` hears the first fold's validation loss after every boosting round
+    /// (a scheduler's input); returning false prunes the trial.
     pub fn run(
         &self,
         spec: &TrialSpec,
         cancelled: &(dyn Fn() -> bool + Sync),
+        report: &mut (dyn FnMut(usize, f64) -> bool + Send),
     ) -> (TrialOutcome, TrialArtifacts) {
         let start = Instant::now();
-        let result = self
-            .pool
-            .install(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.run_folds(spec, cancelled))));
+        let result = self.pool.install(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.run_folds(spec, cancelled, report)))
+        });
         let fit_seconds = start.elapsed().as_secs_f64();
         let failed = |reason: String| TrialOutcome {
             id: spec.id,
@@ -142,6 +145,17 @@ impl TrialRunner {
                 },
                 TrialArtifacts::default(),
             ),
+            Ok(Ok(FoldsResult::Pruned { round })) => (
+                TrialOutcome {
+                    id: spec.id,
+                    status: TrialStatus::Pruned,
+                    score: None,
+                    fit_seconds,
+                    rounds: None,
+                    failure_reason: Some(format!("stopped by the scheduler at round {round}")),
+                },
+                TrialArtifacts::default(),
+            ),
             Ok(Err(e)) => (failed(e.to_string()), TrialArtifacts::default()),
             Err(panic) => {
                 let what = panic
@@ -159,6 +173,7 @@ impl TrialRunner {
         &self,
         spec: &TrialSpec,
         cancelled: &(dyn Fn() -> bool + Sync),
+        report: &mut (dyn FnMut(usize, f64) -> bool + Send),
     ) -> Result<FoldsResult, WorkerError> {
         let family = Family::parse(&spec.family)?;
         let mut params = param_map(spec);
@@ -174,7 +189,17 @@ impl TrialRunner {
             if cancelled() {
                 return Ok(FoldsResult::Cancelled);
             }
-            let mut stop = |_round: usize, _loss: f64| !cancelled();
+            let mut pruned_at = None;
+            let mut stop = |round: usize, loss: f64| {
+                if cancelled() {
+                    return false;
+                }
+                if fold_idx == 0 && !loss.is_nan() && !report(round + 1, loss) {
+                    pruned_at = Some(round + 1);
+                    return false;
+                }
+                true
+            };
             let model = fit(
                 &checked,
                 xt,
@@ -184,6 +209,9 @@ impl TrialRunner {
                 spec.seed.wrapping_add(fold_idx as u64),
                 &mut stop,
             )?;
+            if let Some(round) = pruned_at {
+                return Ok(FoldsResult::Pruned { round });
+            }
             // A booster cut off by the deadline on a single holdout is still a valid model with
             // fewer rounds; on large data that first trial may be all the budget allows.
             let usable_when_cut = family.uses_early_stopping() && self.fold_views.len() == 1;
@@ -254,4 +282,5 @@ impl TrialRunner {
 enum FoldsResult {
     Done { score: f64, rounds: Option<usize>, artifacts: TrialArtifacts },
     Cancelled,
+    Pruned { round: usize },
 }
