@@ -18,6 +18,32 @@ pub enum Command {
     Predict(PredictArgs),
     /// Print a fitted model's metrics on a labelled file, as JSON.
     Evaluate(EvaluateArgs),
+    /// Print the inferred schema (and, with --target, the data guardrails) without training.
+    Profile(ProfileArgs),
+}
+
+/// How raw columns are read: shared by `fit` and `profile`.
+#[derive(Args, Clone, Default)]
+pub struct ColumnArgs {
+    /// Force a column's kind: NAME=numeric|boolean|categorical|datetime|text|id|ignore (repeatable).
+    #[arg(long = "column-type", value_name = "NAME=KIND")]
+    pub column_types: Vec<String>,
+    /// Leave a column out (repeatable).
+    #[arg(long = "drop", value_name = "COL")]
+    pub drop: Vec<String>,
+    /// A file of NAME=KIND lines (# comments allowed), applied before --column-type.
+    #[arg(long = "column-types-file", value_name = "FILE")]
+    pub column_types_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ProfileArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,6 +101,8 @@ pub struct FitArgs {
     /// Run folder (default runs/<timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
 }
 
 #[derive(Args)]

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use quarry_coordinator::{JobConfig, LeaderboardEntry, SearchEvent, run_search};
-use quarry_featurize::{Featurizer, LoadedTable, Metric, Target, TargetEncoder, Task, load_table};
+use quarry_featurize::{
+    Featurizer, LoadedTable, Metric, Target, TargetEncoder, Task, guardrails, load_table,
+};
 use quarry_learners::{Family, Pipeline};
 use quarry_search::{DataShape, TrialStatus, ValidationPlan};
 use quarry_worker::{TrialData, TrialRunner};
@@ -50,11 +52,21 @@ pub fn run(args: FitArgs) -> Result<()> {
         None => task.default_metric(),
     };
     metric.check_task(task)?;
+    let overrides = args.columns.overrides()?;
     let (y, kept) = encoder.encode(&table).with_context(|| path.display().to_string())?;
     let n_dropped = table.n_rows - kept.len();
-    let table = if n_dropped > 0 { table.select_rows(&kept) } else { table };
-    let featurizer = Featurizer::fit(&table, &[args.target.as_str()])?;
-    let x = featurizer.transform(&table)?;
+    let filtered = (n_dropped > 0).then(|| table.select_rows(&kept));
+    let train_table = filtered.as_ref().unwrap_or(&table);
+    let featurizer = Featurizer::fit_with(train_table, &[args.target.as_str()], &overrides)?;
+    let x = featurizer.transform(train_table)?;
+    // Guardrails read the table as loaded, so rows without a target are counted too.
+    let guard = guardrails(&table, &encoder, &featurizer);
+    let (n_rows_used, n_columns) = (train_table.n_rows, table.columns.len());
+    drop(filtered);
+    drop(table);
+    for line in guard.summary_lines() {
+        eprintln!("{line}");
+    }
     let codes = match &y {
         Target::Classes { codes, .. } => Some(codes.as_slice()),
         Target::Values(_) => None,
@@ -129,13 +141,14 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     pipeline.save(&out_dir.join("model"))?;
     write_json(&out_dir.join("leaderboard.json"), &board)?;
+    write_json(&out_dir.join("guardrails.json"), &guard)?;
     let run_record = json!({
         "quarry_version": env!("CARGO_PKG_VERSION"),
         "dataset": {
             "path": path.display().to_string(),
             "content_hash": content_hash,
-            "n_rows": table.n_rows,
-            "n_columns": table.columns.len(),
+            "n_rows": n_rows_used,
+            "n_columns": n_columns,
             "rows_dropped_missing_target": n_dropped,
         },
         "target": args.target,

@@ -27,6 +27,12 @@ pub enum FeaturizeError {
     BadTarget { name: String, message: String },
     #[error("no usable feature columns: {reason}")]
     NoFeatures { reason: String },
+    #[error("column {column:?} has {len} values but the table has {n_rows} rows")]
+    ColumnLength { column: String, len: usize, n_rows: usize },
+    #[error("column type override {arg:?}: {message}")]
+    BadOverride { arg: String, message: String },
+    #[error("column {name:?} named in the column overrides is not in the data; columns are: {available}")]
+    UnknownOverrideColumn { name: String, available: String },
     #[error("unknown metric {0:?}; choose one of roc_auc, log_loss, accuracy, rmse, r2, mae")]
     UnknownMetric(String),
     #[error("metric {metric} does not apply to a {task} task")]
@@ -34,3 +40,32 @@ pub enum FeaturizeError {
 }
 
 pub type Result<T, E = FeaturizeError> = std::result::Result<T, E>;
+
+/// Error text from a library, made fit for one `error:` line: newlines folded, at most 300 chars.
+pub(crate) fn one_line(s: &str) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    truncate_chars(&flat, 300)
+}
+
+/// A cell value quoted for an error message, cut short so a 1 MB cell stays a short line.
+pub(crate) fn preview(s: &str) -> String {
+    format!("{:?}", truncate_chars(s, 40))
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+/// Column names for a "columns are: …" hint; a 10,000-column file must not print them all.
+pub(crate) fn name_list<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 20;
+    let total = names.len();
+    let mut out: Vec<String> = names.take(SHOWN).map(|n| format!("{:?}", truncate_chars(n, 40))).collect();
+    if total > SHOWN {
+        out.push(format!("… ({} more)", total - SHOWN));
+    }
+    out.join(", ")
+}

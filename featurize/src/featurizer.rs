@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::datetime::{civil_from_unix, parse_datetime};
-use crate::error::{FeaturizeError, Result};
-use crate::infer::{ColumnKind, ColumnProfile, parse_number, profile_column};
+use crate::error::{FeaturizeError, Result, name_list};
+use crate::infer::{ColumnKind, parse_number, profile_column};
 use crate::matrix::{FeatureColumn, FeatureKind, FeatureMatrix};
+use crate::overrides::ColumnOverrides;
 use crate::table::{RawValues, Table};
+use crate::text::{fit_tfidf, transform_tfidf};
 
 /// Most frequent levels kept per categorical column; the rest share one "other" code.
 /// 254 leaves room for "other" and the missing bin in a `u8` histogram.
@@ -29,6 +31,13 @@ pub enum ColumnTransform {
     Datetime {
         with_time: bool,
     },
+    /// Hashed word uni/bigram TF-IDF ([`crate::text`]): one feature per kept bucket.
+    TfIdf {
+        /// Kept hash buckets, ascending; feature `k` is `{name}__tfidf_{buckets[k]}`.
+        buckets: Vec<u32>,
+        /// IDF weight of each kept bucket, fitted on training rows.
+        idf: Vec<f32>,
+    },
     Dropped {
         reason: String,
     },
@@ -42,6 +51,21 @@ pub struct FittedColumn {
     pub n_missing: usize,
     pub n_distinct: usize,
     pub transform: ColumnTransform,
+    /// Training cells that were present but could not be read as a kind the user forced
+    /// (e.g. "abc" in a column overridden to numeric); they are treated as missing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub n_unparsed: usize,
+    /// Whether `kind` (or the drop) came from [`ColumnOverrides`] rather than inference.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub overridden: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Fitted on training rows only; applied unchanged to validation, test and predict-time rows.
@@ -53,18 +77,49 @@ pub struct Featurizer {
 const DATE_PARTS: [&str; 6] = ["year", "month", "day", "weekday", "day_of_year", "elapsed_days"];
 
 impl Featurizer {
-    /// Fits on every column of `table` except `exclude` (the target).
+    /// Fits on every column of `table` except `exclude` (the target), with inferred kinds.
     pub fn fit(table: &Table, exclude: &[&str]) -> Result<Featurizer> {
+        Featurizer::fit_with(table, exclude, &ColumnOverrides::default())
+    }
+
+    /// Fits like [`Featurizer::fit`], but with the user's forced kinds and dropped columns.
+    /// An override naming a column that is not in `table`, or naming an excluded (target)
+    /// column, is an error naming it.
+    pub fn fit_with(table: &Table, exclude: &[&str], overrides: &ColumnOverrides) -> Result<Featurizer> {
+        for name in overrides.names() {
+            if exclude.contains(&name) {
+                return Err(FeaturizeError::BadOverride {
+                    arg: name.to_string(),
+                    message: format!("column {name:?} is the target; only feature columns can be overridden"),
+                });
+            }
+            if table.column(name).is_none() {
+                return Err(FeaturizeError::UnknownOverrideColumn {
+                    name: name.to_string(),
+                    available: name_list(table.column_names().into_iter()),
+                });
+            }
+        }
         let mut columns = Vec::new();
         for raw in table.columns.iter().filter(|c| !exclude.contains(&c.name.as_str())) {
             let profile = profile_column(raw);
-            let transform = fit_column(&raw.values, &profile);
+            let forced = overrides.kinds.get(&raw.name).copied();
+            let dropped = overrides.drop.contains(&raw.name);
+            let kind = forced.unwrap_or(profile.kind);
+            let transform = if dropped {
+                ColumnTransform::Dropped { reason: "dropped by the user".to_string() }
+            } else {
+                fit_column(&raw.values, kind, forced.is_some())
+            };
+            let n_unparsed = if forced.is_some() && !dropped { count_unparsed(&raw.values, kind) } else { 0 };
             columns.push(FittedColumn {
                 name: raw.name.clone(),
-                kind: profile.kind,
+                kind,
                 n_missing: profile.n_missing,
                 n_distinct: profile.n_distinct,
                 transform,
+                n_unparsed,
+                overridden: forced.is_some() || dropped,
             });
         }
         let f = Featurizer { columns };
@@ -73,15 +128,21 @@ impl Featurizer {
                 .columns
                 .iter()
                 .filter_map(|c| match &c.transform {
-                    ColumnTransform::Dropped { reason } => Some(format!("{} ({reason})", c.name)),
+                    ColumnTransform::Dropped { reason } => Some(format!("{:?} ({reason})", c.name)),
                     _ => None,
                 })
                 .collect();
+            let shown = reasons.len().min(10);
+            let more = if reasons.len() > shown {
+                format!(", … ({} more)", reasons.len() - shown)
+            } else {
+                String::new()
+            };
             return Err(FeaturizeError::NoFeatures {
                 reason: if reasons.is_empty() {
-                    "the table has only the target column".to_string()
+                    format!("the table has only the target column ({})", name_list(exclude.iter().copied()))
                 } else {
-                    format!("every column was dropped: {}", reasons.join(", "))
+                    format!("every column was dropped: {}{more}", reasons[..shown].join(", "))
                 },
             });
         }
@@ -104,6 +165,13 @@ impl Featurizer {
             let values = by_name
                 .get(col.name.as_str())
                 .ok_or_else(|| FeaturizeError::MissingFeature { name: col.name.clone() })?;
+            if values.len() != n {
+                return Err(FeaturizeError::ColumnLength {
+                    column: col.name.clone(),
+                    len: values.len(),
+                    n_rows: n,
+                });
+            }
             let feature = |suffix: Option<&str>, kind, values| FeatureColumn {
                 name: suffix.map_or_else(|| col.name.clone(), |s| format!("{}__{s}", col.name)),
                 source: col.name.clone(),
@@ -160,6 +228,12 @@ impl Featurizer {
                         out.push(feature(Some("hour"), FeatureKind::Numeric, hour));
                     }
                 }
+                ColumnTransform::TfIdf { buckets, idf } => {
+                    let cols = transform_tfidf(values, n, buckets, idf);
+                    for (b, values) in buckets.iter().zip(cols) {
+                        out.push(feature(Some(&format!("tfidf_{b}")), FeatureKind::Numeric, values));
+                    }
+                }
                 ColumnTransform::Dropped { .. } => {}
             }
         }
@@ -167,8 +241,8 @@ impl Featurizer {
     }
 }
 
-fn fit_column(values: &RawValues, profile: &ColumnProfile) -> ColumnTransform {
-    match profile.kind {
+fn fit_column(values: &RawValues, kind: ColumnKind, forced: bool) -> ColumnTransform {
+    match kind {
         ColumnKind::Numeric => ColumnTransform::Numeric,
         ColumnKind::Boolean => ColumnTransform::Boolean,
         ColumnKind::Datetime => {
@@ -194,11 +268,41 @@ fn fit_column(values: &RawValues, profile: &ColumnProfile) -> ColumnTransform {
             let has_other = levels.len() < total;
             ColumnTransform::Categorical { levels: levels.into_iter().map(|(l, _)| l).collect(), has_other }
         }
-        ColumnKind::Text => ColumnTransform::Dropped { reason: "free text".to_string() },
+        ColumnKind::Text => {
+            let (buckets, idf) = fit_tfidf(values);
+            if buckets.is_empty() {
+                ColumnTransform::Dropped { reason: "free text without any words".to_string() }
+            } else {
+                ColumnTransform::TfIdf { buckets, idf }
+            }
+        }
+        ColumnKind::IdLike if forced => {
+            ColumnTransform::Dropped { reason: "marked as an ID by the user".to_string() }
+        }
         ColumnKind::IdLike => {
             ColumnTransform::Dropped { reason: "ID-like (nearly every value unique)".to_string() }
         }
         ColumnKind::Constant => ColumnTransform::Dropped { reason: "constant or empty".to_string() },
+    }
+}
+
+/// Present cells that a forced `kind` cannot read (they become missing).
+fn count_unparsed(values: &RawValues, kind: ColumnKind) -> usize {
+    let n = values.len();
+    match kind {
+        ColumnKind::Numeric => {
+            let parsed = numeric_values(values, n);
+            (0..n).filter(|&i| !values.is_missing(i) && parsed[i].is_nan()).count()
+        }
+        ColumnKind::Boolean => {
+            let parsed = bool_values(values, n);
+            (0..n).filter(|&i| !values.is_missing(i) && parsed[i].is_nan()).count()
+        }
+        ColumnKind::Datetime => {
+            let parsed = timestamp_values(values, n);
+            (0..n).filter(|&i| !values.is_missing(i) && parsed[i].is_none()).count()
+        }
+        ColumnKind::Categorical | ColumnKind::Text | ColumnKind::IdLike | ColumnKind::Constant => 0,
     }
 }
 
@@ -293,5 +397,99 @@ mod tests {
         let missing = table(&[("cat", &["a"])]);
         let err = f.transform(&missing).unwrap_err().to_string();
         assert!(err.contains("\"num\""), "{err}");
+    }
+
+    fn overrides(args: &[&str]) -> ColumnOverrides {
+        ColumnOverrides::from_args(args.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn overrides_force_kinds_and_drop_columns() {
+        let train = table(&[
+            ("zip", &["10115", "20095", "10115", "80331"]),
+            ("score", &["1", "abc", "3", ""]),
+            ("note", &["a b", "c", "a", "b"]),
+            ("y", &["0", "1", "0", "1"]),
+        ]);
+        let inferred = Featurizer::fit(&train, &["y"]).unwrap();
+        assert_eq!(inferred.columns[0].kind, ColumnKind::Numeric);
+        assert_eq!(inferred.columns[1].kind, ColumnKind::Categorical);
+
+        let o = overrides(&["zip=categorical", "score=numeric", "note=ignore"]);
+        let f = Featurizer::fit_with(&train, &["y"], &o).unwrap();
+        let zip = &f.columns[0];
+        assert_eq!((zip.kind, zip.overridden), (ColumnKind::Categorical, true));
+        assert!(
+            matches!(&zip.transform, ColumnTransform::Categorical { levels, .. } if levels == &["10115"])
+        );
+        let score = &f.columns[1];
+        assert_eq!((score.kind, score.n_missing, score.n_unparsed), (ColumnKind::Numeric, 1, 1));
+        assert!(matches!(f.columns[2].transform, ColumnTransform::Dropped { .. }));
+        assert_eq!(f.used_columns().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["zip", "score"]);
+
+        let m = f.transform(&train).unwrap();
+        let score_values = &m.columns[1].values;
+        assert_eq!(score_values[0], 1.0);
+        assert!(score_values[1].is_nan() && score_values[3].is_nan());
+        assert_eq!(score_values[2], 3.0);
+        // The note column is no longer needed at predict time.
+        let predict = table(&[("zip", &["10115"]), ("score", &["2"])]);
+        assert_eq!(f.transform(&predict).unwrap().n_rows, 1);
+    }
+
+    #[test]
+    fn overrides_of_unknown_or_target_columns_are_errors() {
+        let train = table(&[("a", &["1", "2", "3"]), ("y", &["0", "1", "0"])]);
+        let e = Featurizer::fit_with(&train, &["y"], &overrides(&["nope=numeric"])).unwrap_err().to_string();
+        assert!(e.contains("\"nope\"") && e.contains("\"a\""), "{e}");
+        let e = Featurizer::fit_with(&train, &["y"], &overrides(&["y=categorical"])).unwrap_err().to_string();
+        assert!(e.contains("\"y\"") && e.contains("target"), "{e}");
+        let e = Featurizer::fit_with(&train, &["y"], &overrides(&["a=ignore"])).unwrap_err().to_string();
+        assert!(e.contains("dropped by the user"), "{e}");
+    }
+
+    #[test]
+    fn forced_boolean_and_datetime_count_unreadable_cells() {
+        let train = table(&[
+            ("flag", &["yes", "1", "0", "true"]),
+            ("when", &["2020-01-01", "soon", "2020-01-03", "NA"]),
+            ("y", &["0", "1", "0", "1"]),
+        ]);
+        let f = Featurizer::fit_with(&train, &["y"], &overrides(&["flag=boolean", "when=datetime"])).unwrap();
+        assert_eq!((f.columns[0].kind, f.columns[0].n_unparsed), (ColumnKind::Boolean, 1));
+        assert_eq!(
+            (f.columns[1].kind, f.columns[1].n_unparsed, f.columns[1].n_missing),
+            (ColumnKind::Datetime, 1, 1)
+        );
+        let m = f.transform(&train).unwrap();
+        assert_eq!(m.columns[0].values[1..], [1.0, 0.0, 1.0]);
+        assert!(m.columns[0].values[0].is_nan());
+    }
+
+    #[test]
+    fn text_columns_become_tfidf_buckets_that_transform_identically() {
+        let sentences: Vec<String> = (0..80)
+            .map(|i| format!("the {} brown fox number {i} jumps over the lazy dog", ["quick", "slow"][i % 2]))
+            .collect();
+        let sentences: Vec<&str> = sentences.iter().map(String::as_str).collect();
+        let ys: Vec<&str> = (0..80).map(|i| ["0", "1"][i % 2]).collect();
+        let train = table(&[("review", &sentences), ("y", &ys)]);
+        let f = Featurizer::fit(&train, &["y"]).unwrap();
+        assert_eq!(f.columns[0].kind, ColumnKind::Text);
+        let ColumnTransform::TfIdf { buckets, idf } = &f.columns[0].transform else {
+            panic!("{:?}", f.columns[0].transform)
+        };
+        assert_eq!(buckets.len(), idf.len());
+        assert!(buckets.len() <= crate::text::MAX_TFIDF_FEATURES);
+        let m = f.transform(&train).unwrap();
+        assert_eq!(m.n_features(), buckets.len());
+        assert!(m.columns.iter().all(|c| c.name.starts_with("review__tfidf_") && c.source == "review"));
+        // Row 5 alone gives the same features as row 5 of the whole table: row independence.
+        let one = f.transform(&train.select_rows(&[5])).unwrap();
+        for (a, b) in m.columns.iter().zip(&one.columns) {
+            assert_eq!(a.values[5], b.values[0]);
+        }
+        // The quick/slow word separates the classes: some bucket differs between rows 0 and 1.
+        assert!(m.columns.iter().any(|c| c.values[0] != c.values[1]));
     }
 }

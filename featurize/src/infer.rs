@@ -22,8 +22,22 @@ pub enum ColumnKind {
 }
 
 impl ColumnKind {
+    /// Whether the column becomes features (text does, as TF-IDF buckets).
     pub fn is_feature(self) -> bool {
-        !matches!(self, ColumnKind::IdLike | ColumnKind::Constant | ColumnKind::Text)
+        !matches!(self, ColumnKind::IdLike | ColumnKind::Constant)
+    }
+
+    /// The lowercase name used in overrides, logs and `run.json` (`id` for [`ColumnKind::IdLike`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnKind::Numeric => "numeric",
+            ColumnKind::Boolean => "boolean",
+            ColumnKind::Categorical => "categorical",
+            ColumnKind::Datetime => "datetime",
+            ColumnKind::Text => "text",
+            ColumnKind::IdLike => "id",
+            ColumnKind::Constant => "constant",
+        }
     }
 }
 

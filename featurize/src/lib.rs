@@ -4,18 +4,23 @@
 pub mod datetime;
 pub mod error;
 pub mod featurizer;
+pub mod guardrails;
 pub mod infer;
 pub mod load;
 pub mod matrix;
 pub mod metric;
+pub mod overrides;
 pub mod table;
 pub mod target;
+pub mod text;
 
 pub use error::{FeaturizeError, Result};
 pub use featurizer::{ColumnTransform, Featurizer, FittedColumn};
+pub use guardrails::{Check, Finding, Guardrails, Severity, guardrails};
 pub use infer::{ColumnKind, ColumnProfile, profile_column};
 pub use load::{LoadedTable, load_table};
 pub use matrix::{FeatureColumn, FeatureKind, FeatureMatrix, Predictions, Target};
 pub use metric::{Metric, Task};
+pub use overrides::ColumnOverrides;
 pub use table::{RawColumn, RawValues, StrColumn, Table};
 pub use target::TargetEncoder;

@@ -15,10 +15,18 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use sha2::{Digest, Sha256};
 
-use crate::error::{FeaturizeError, Result};
+use crate::error::{FeaturizeError, Result, one_line};
 use crate::table::{RawColumn, RawValues, StrColumn, Table};
 
 const BATCH_ROWS: usize = 64 * 1024;
+/// Cells per batch. arrow-csv preallocates offsets for `batch rows × columns` cells, so a
+/// 10,000-column file with 64 Ki-row batches would reserve gigabytes before reading a byte;
+/// wide files get proportionally shorter batches.
+const BATCH_CELLS: usize = 1 << 20;
+
+fn batch_rows(n_columns: usize) -> usize {
+    (BATCH_CELLS / n_columns.max(1)).clamp(16, BATCH_ROWS)
+}
 
 /// A table and where it came from.
 #[derive(Debug, Clone)]
@@ -73,6 +81,7 @@ fn arrow_error(path: &Path, e: ArrowError) -> FeaturizeError {
         ArrowError::ExternalError(e) => e.to_string(),
         other => other.to_string(),
     };
+    let message = one_line(&message);
     if message.contains("UTF-8") || message.contains("utf8") || message.contains("utf-8") {
         FeaturizeError::NotUtf8 { path: path.to_path_buf(), detail: message }
     } else {
@@ -86,7 +95,15 @@ fn read_csv(path: &Path) -> Result<Table> {
             .map(BufReader::new)
             .map_err(|error| FeaturizeError::Io { path: path.to_path_buf(), error })
     };
-    let format = arrow_csv::reader::Format::default().with_header(true);
+    let head = read_head(path)?;
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return Err(FeaturizeError::NotUtf8 {
+            path: path.to_path_buf(),
+            detail: "it is UTF-16, with a byte-order mark".to_string(),
+        });
+    }
+    let delimiter = sniff_delimiter(path, &head);
+    let format = arrow_csv::reader::Format::default().with_header(true).with_delimiter(delimiter);
     let (header, _) = format.infer_schema(open()?, Some(0)).map_err(|e| arrow_error(path, e))?;
     let mut names: Vec<String> = header.fields().iter().map(|f| f.name().clone()).collect();
     if let Some(first) = names.first_mut() {
@@ -97,14 +114,26 @@ fn read_csv(path: &Path) -> Result<Table> {
         *n = n.trim().to_string();
     }
     if names.is_empty() || names.iter().all(|n| n.is_empty()) {
-        return Err(FeaturizeError::Parse { path: path.to_path_buf(), message: "no header row".to_string() });
+        return Err(FeaturizeError::Parse {
+            path: path.to_path_buf(),
+            message: "no header row (the first line has no column names)".to_string(),
+        });
+    }
+    // A blank header cell (often a trailing comma) gets a name, as pandas does, so the column
+    // can be reported, overridden and matched at predict time.
+    for (k, n) in names.iter_mut().enumerate() {
+        if n.is_empty() {
+            *n = format!("unnamed_{}", k + 1);
+            tracing::warn!(path = %path.display(), column = k + 1, "blank column name; calling it {n}");
+        }
     }
     check_unique(path, &names)?;
     let schema =
         Arc::new(Schema::new(names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>()));
     let reader = arrow_csv::ReaderBuilder::new(schema)
         .with_header(true)
-        .with_batch_size(BATCH_ROWS)
+        .with_delimiter(delimiter)
+        .with_batch_size(batch_rows(names.len()))
         .build(open()?)
         .map_err(|e| arrow_error(path, e))?;
     let mut columns: Vec<StrColumn> = names.iter().map(|_| StrColumn::new()).collect();
@@ -135,6 +164,51 @@ fn read_csv(path: &Path) -> Result<Table> {
     })
 }
 
+/// The first bytes of a file: enough to see an encoding mark and the header line.
+fn read_head(path: &Path) -> Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    File::open(path)
+        .and_then(|f| f.take(HEAD_BYTES as u64).read_to_end(&mut head))
+        .map_err(|error| FeaturizeError::Io { path: path.to_path_buf(), error })?;
+    Ok(head)
+}
+
+const HEAD_BYTES: usize = 64 * 1024;
+
+/// Comma unless the header line has none and uses `;`, tab or `|` instead (European Excel
+/// exports and `.tsv` files); a `.tsv` extension always means tab. Quoted text is skipped.
+fn sniff_delimiter(path: &Path, head: &[u8]) -> u8 {
+    if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("tsv")) {
+        return b'\t';
+    }
+    let mut counts = [0usize; 4];
+    let candidates = [b',', b';', b'\t', b'|'];
+    let mut quoted = false;
+    for &b in head {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted => break,
+            _ if !quoted => {
+                if let Some(k) = candidates.iter().position(|&c| c == b) {
+                    counts[k] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    if counts[0] > 0 {
+        return b',';
+    }
+    // Ties go to the earlier candidate: `;` before tab before `|`.
+    let mut best = 0;
+    for k in 1..candidates.len() {
+        if counts[k] > counts[best] {
+            best = k;
+        }
+    }
+    candidates[best]
+}
+
 fn check_unique(path: &Path, names: &[String]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for n in names {
@@ -149,14 +223,14 @@ fn read_parquet(path: &Path) -> Result<Table> {
     let file = File::open(path).map_err(|error| FeaturizeError::Io { path: path.to_path_buf(), error })?;
     let parse_err = |e: parquet::errors::ParquetError| FeaturizeError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: format!("not a readable parquet file ({})", one_line(&e.to_string())),
     };
     let builder =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(parse_err)?;
     let schema = builder.schema().clone();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     check_unique(path, &names)?;
-    let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(parse_err)?;
+    let reader = builder.with_batch_size(batch_rows(names.len())).build().map_err(parse_err)?;
     let mut columns: Vec<Option<RawValues>> = names.iter().map(|_| None).collect();
     let mut n_rows = 0;
     for batch in reader {
@@ -269,4 +343,62 @@ fn append_array(path: &Path, name: &str, slot: &mut Option<RawValues>, array: &A
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use arrow_array::{BooleanArray, Float64Array, Int64Array, StringArray, TimestampSecondArray};
+    use parquet::arrow::ArrowWriter;
+
+    #[test]
+    fn reads_parquet_typed_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let batch = RecordBatch::try_from_iter(vec![
+            ("x", Arc::new(Float64Array::from(vec![Some(1.5), None, Some(3.0)])) as ArrayRef),
+            ("n", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+            ("s", Arc::new(StringArray::from(vec![Some("a"), Some("NA"), None])) as ArrayRef),
+            ("b", Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])) as ArrayRef),
+            ("t", Arc::new(TimestampSecondArray::from(vec![Some(86_400), None, Some(0)])) as ArrayRef),
+        ])
+        .unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+
+        let t = load_table(&path).unwrap().table;
+        assert_eq!(t.n_rows, 3);
+        let RawValues::Number(x) = &t.columns[0].values else { panic!("x") };
+        assert_eq!(x[0], 1.5);
+        assert!(x[1].is_nan());
+        assert_eq!(t.columns[1].values, RawValues::Number(vec![1.0, 2.0, 3.0]));
+        let RawValues::Text(s) = &t.columns[2].values else { panic!("s") };
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![Some("a"), None, None]);
+        assert_eq!(t.columns[3].values, RawValues::Bool(vec![Some(true), None, Some(false)]));
+        assert_eq!(t.columns[4].values, RawValues::Timestamp(vec![Some(86_400), None, Some(0)]));
+    }
+
+    #[test]
+    fn csv_hash_is_sha256_of_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, "a,b\n1,2\n").unwrap();
+        let loaded = load_table(&path).unwrap();
+        // sha256("a,b\n1,2\n")
+        let expected: String = Sha256::digest(b"a,b\n1,2\n").iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(loaded.content_hash, expected);
+        assert_eq!(loaded.table.n_rows, 1);
+    }
+
+    #[test]
+    fn quoted_newlines_stay_in_one_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.csv");
+        std::fs::write(&path, "a,b\n\"line one\nline two\",2\n").unwrap();
+        let t = load_table(&path).unwrap().table;
+        assert_eq!(t.n_rows, 1);
+        assert_eq!(t.columns[0].values.text(0).as_deref(), Some("line one\nline two"));
+    }
 }

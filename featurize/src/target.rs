@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{FeaturizeError, Result};
+use crate::error::{FeaturizeError, Result, name_list, preview};
 use crate::infer::parse_number;
 use crate::matrix::Target;
 use crate::metric::Task;
@@ -27,7 +27,7 @@ impl TargetEncoder {
     pub fn fit(table: &Table, name: &str, task: Option<Task>) -> Result<TargetEncoder> {
         let column = table.column(name).ok_or_else(|| FeaturizeError::MissingTarget {
             name: name.to_string(),
-            available: table.column_names().join(", "),
+            available: name_list(table.column_names().into_iter()),
         })?;
         let bad = |message: String| FeaturizeError::BadTarget { name: name.to_string(), message };
         let values = &column.values;
@@ -76,8 +76,8 @@ impl TargetEncoder {
             Task::Binary | Task::Multiclass => {
                 if distinct.len() < 2 {
                     return Err(bad(format!(
-                        "has one class ({:?}); classification needs at least two",
-                        distinct.first().map(String::as_str).unwrap_or("")
+                        "has one class ({}); classification needs at least two",
+                        preview(distinct.first().map(String::as_str).unwrap_or(""))
                     )));
                 }
                 if task == Task::Binary && distinct.len() != 2 {
@@ -108,7 +108,7 @@ impl TargetEncoder {
     pub fn encode(&self, table: &Table) -> Result<(Target, Vec<usize>)> {
         let column = table.column(&self.name).ok_or_else(|| FeaturizeError::MissingTarget {
             name: self.name.clone(),
-            available: table.column_names().join(", "),
+            available: name_list(table.column_names().into_iter()),
         })?;
         let mut kept = Vec::with_capacity(table.n_rows);
         if self.task == Task::Regression {
@@ -124,9 +124,15 @@ impl TargetEncoder {
                 } else if let Some(s) = column.values.text(i).filter(|s| parse_number(s).is_none()) {
                     return Err(FeaturizeError::BadTarget {
                         name: self.name.clone(),
-                        message: format!("row {}: {s:?} is not a number", i + 1),
+                        message: format!("row {}: {} is not a number", i + 1, preview(&s)),
                     });
                 }
+            }
+            if kept.is_empty() && table.n_rows > 0 {
+                return Err(FeaturizeError::BadTarget {
+                    name: self.name.clone(),
+                    message: "no row has a finite numeric value".to_string(),
+                });
             }
             return Ok((Target::Values(values), kept));
         }
@@ -148,7 +154,7 @@ impl TargetEncoder {
                 None => {
                     return Err(FeaturizeError::BadTarget {
                         name: self.name.clone(),
-                        message: format!("row {}: class {label:?} was not seen in training", i + 1),
+                        message: format!("row {}: class {} was not seen in training", i + 1, preview(&label)),
                     });
                 }
             }

@@ -178,3 +178,46 @@ fn predict_tolerates_reordered_columns_unseen_levels_and_gaps() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bill_depth_mm"), "{err}");
 }
+
+#[test]
+fn profile_guardrails_and_column_overrides() {
+    let credit = example("credit_data/train.csv");
+    let out = quarry_ok(&["profile", "--data", credit.to_str().unwrap(), "--target", "Status"]);
+    assert!(out.contains("binary task"), "{out}");
+    assert!(out.contains("\"Income\": 292 of 3563 values"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cars = example("cars/train.csv");
+    fit(
+        &cars,
+        "Miles_per_Gallon",
+        &run,
+        &["--max-trials", "2", "--drop", "Name", "--column-type", "Cylinders=categorical"],
+    );
+    let record = read_json(&run.join("run.json"));
+    let schema = record["schema"].as_array().unwrap();
+    let col = |name: &str| schema.iter().find(|c| c["name"] == name).unwrap().clone();
+    assert_eq!(col("Name")["transform"]["type"], "dropped");
+    assert_eq!(col("Cylinders")["kind"], "categorical");
+    let guard = read_json(&run.join("guardrails.json"));
+    assert_eq!(guard["n_rows"], 318);
+    assert!(guard["findings"].as_array().unwrap().iter().any(|f| f["column"] == "Horsepower"));
+
+    // An override naming a column that is not there: exit 2, naming it.
+    let bad = quarry(&[
+        "fit",
+        "--data",
+        cars.to_str().unwrap(),
+        "--target",
+        "Miles_per_Gallon",
+        "--max-trials",
+        "1",
+        "--column-type",
+        "Colour=categorical",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Colour"));
+}
