@@ -12,17 +12,23 @@ pub fn is_missing_marker(s: &str) -> bool {
 }
 
 /// Strings of one column packed into one buffer; `u32` offsets keep 327k-row files lean.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StrColumn {
     data: String,
-    /// `offsets[i]..offsets[i+1]` is row i; a missing row has an empty span and `present[i] == false`.
+    /// `offsets[i]..offsets[i+1]` is row i. An empty span is a missing value: the empty string
+    /// is a missing marker, so no present value is ever empty and no separate mask is needed.
     offsets: Vec<u32>,
-    present: Vec<bool>,
+}
+
+impl Default for StrColumn {
+    fn default() -> Self {
+        StrColumn::new()
+    }
 }
 
 impl StrColumn {
     pub fn new() -> Self {
-        StrColumn { data: String::new(), offsets: vec![0], present: Vec::new() }
+        StrColumn { data: String::new(), offsets: vec![0] }
     }
 
     /// Appends a value; missing markers become missing. Returns false if the column outgrew 4 GiB.
@@ -35,23 +41,33 @@ impl StrColumn {
             return false;
         };
         self.offsets.push(end);
-        self.present.push(value.is_some());
         true
     }
 
     pub fn len(&self) -> usize {
-        self.present.len()
+        self.offsets.len() - 1
+    }
+
+    pub fn reserve(&mut self, rows: usize, bytes: usize) {
+        self.offsets.reserve(rows);
+        self.data.reserve(bytes);
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.offsets.shrink_to_fit();
+        self.data.shrink_to_fit();
     }
 
     pub fn is_empty(&self) -> bool {
-        self.present.is_empty()
+        self.offsets.len() == 1
     }
 
     pub fn get(&self, row: usize) -> Option<&str> {
-        if !self.present[row] {
+        let (start, end) = (self.offsets[row] as usize, self.offsets[row + 1] as usize);
+        if start == end {
             return None;
         }
-        Some(&self.data[self.offsets[row] as usize..self.offsets[row + 1] as usize])
+        Some(&self.data[start..end])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Option<&str>> + '_ {
