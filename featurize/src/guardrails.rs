@@ -285,40 +285,35 @@ fn leakage_suspects(
     if n < LEAKAGE_MIN_ROWS || kept.iter().any(|&i| i >= table.n_rows) {
         return Vec::new();
     }
-    let light = Featurizer {
-        columns: featurizer
-            .columns
-            .iter()
-            .filter(|c| {
-                !matches!(c.transform, ColumnTransform::TfIdf { .. } | ColumnTransform::Dropped { .. })
-            })
-            .cloned()
-            .collect(),
-    };
-    let Ok(x) = light.transform(table) else { return Vec::new() };
     let mut out = Vec::new();
-    let mut flagged = HashSet::new();
-    for col in &x.columns {
-        if flagged.contains(&col.source) {
-            continue;
-        }
-        let v: Vec<f32> = kept.iter().map(|&i| col.values[i]).collect();
-        let suspect = match y {
-            Target::Classes { classes, codes } => bin_purity(&v, codes, classes.len())
-                .map(|p| format!("its value bins classify {:.1}% of rows", 100.0 * p)),
-            Target::Values(t) => {
-                correlation(&v, t).map(|r| format!("its correlation with the target is {r:.3}"))
+    // One raw column at a time: a second full feature matrix would double the peak memory
+    // of a run on a large file.
+    let candidates = featurizer
+        .columns
+        .iter()
+        .filter(|c| !matches!(c.transform, ColumnTransform::TfIdf { .. } | ColumnTransform::Dropped { .. }));
+    for raw in candidates {
+        let single = Featurizer { columns: vec![raw.clone()] };
+        let Ok(x) = single.transform(table) else { continue };
+        for col in &x.columns {
+            let v: Vec<f32> = kept.iter().map(|&i| col.values[i]).collect();
+            let suspect = match y {
+                Target::Classes { classes, codes } => bin_purity(&v, codes, classes.len())
+                    .map(|p| format!("its value bins classify {:.1}% of rows", 100.0 * p)),
+                Target::Values(t) => {
+                    correlation(&v, t).map(|r| format!("its correlation with the target is {r:.3}"))
+                }
+            };
+            if let Some(how) = suspect {
+                out.push((
+                    col.source.clone(),
+                    format!(
+                        "column {:?} alone predicts target {:?} almost perfectly ({how}); check that it is not derived from the target",
+                        col.source, target.name
+                    ),
+                ));
+                break;
             }
-        };
-        if let Some(how) = suspect {
-            flagged.insert(col.source.clone());
-            out.push((
-                col.source.clone(),
-                format!(
-                    "column {:?} alone predicts target {:?} almost perfectly ({how}); check that it is not derived from the target",
-                    col.source, target.name
-                ),
-            ));
         }
     }
     out
