@@ -20,6 +20,37 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Print the inferred schema (and, with --target, the data guardrails) without training.
     Profile(ProfileArgs),
+    /// Fit one model family with fixed hyperparameters (no search) and write a run folder.
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub target: String,
+    /// gbdt, random_forest, extra_trees or linear.
+    #[arg(long)]
+    pub family: String,
+    /// A hyperparameter, LightGBM-style names for trees (n_estimators, learning_rate, num_leaves, …); repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// A labelled file to score on (and, for gbdt with early_stopping_rounds, to stop on).
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub task: TaskArg,
+    #[arg(long)]
+    pub metric: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
 }
 
 /// How raw columns are read: shared by `fit` and `profile`.

@@ -6,17 +6,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use quarry_coordinator::{JobConfig, LeaderboardEntry, SearchEvent, run_search};
-use quarry_featurize::{
-    Featurizer, LoadedTable, Metric, Target, TargetEncoder, Task, guardrails, load_table,
-};
+use quarry_featurize::Target;
 use quarry_learners::{Family, Pipeline};
 use quarry_search::{DataShape, TrialStatus, ValidationPlan};
 use quarry_worker::{TrialData, TrialRunner};
 use serde_json::json;
 
-use crate::args::{FitArgs, TaskArg};
+use crate::args::FitArgs;
 use crate::final_model::{FinalModel, LocalExecutor, final_members, refit_estimate};
 use crate::output::{default_run_dir, print_leaderboard, write_json};
+use crate::prepare::{Prepared, prepare};
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
 
@@ -37,36 +36,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
 
-    let LoadedTable { table, content_hash, path } = load_table(&args.data)?;
-    let task = match args.task {
-        TaskArg::Auto => None,
-        TaskArg::Binary => Some(Task::Binary),
-        TaskArg::Multiclass => Some(Task::Multiclass),
-        TaskArg::Regression => Some(Task::Regression),
-    };
-    let encoder =
-        TargetEncoder::fit(&table, &args.target, task).with_context(|| path.display().to_string())?;
+    let prepared = prepare(&args.data, &args.target, args.task, args.metric.as_deref(), &args.columns)?;
+    let dataset = prepared.dataset_record();
+    let Prepared { encoder, metric, featurizer, x, y, guard, .. } = prepared;
     let task = encoder.task;
-    let metric = match &args.metric {
-        Some(m) => Metric::parse(m)?,
-        None => task.default_metric(),
-    };
-    metric.check_task(task)?;
-    let overrides = args.columns.overrides()?;
-    let (y, kept) = encoder.encode(&table).with_context(|| path.display().to_string())?;
-    let n_dropped = table.n_rows - kept.len();
-    let filtered = (n_dropped > 0).then(|| table.select_rows(&kept));
-    let train_table = filtered.as_ref().unwrap_or(&table);
-    let featurizer = Featurizer::fit_with(train_table, &[args.target.as_str()], &overrides)?;
-    let x = featurizer.transform(train_table)?;
-    // Guardrails read the table as loaded, so rows without a target are counted too.
-    let guard = guardrails(&table, &encoder, &featurizer);
-    let (n_rows_used, n_columns) = (train_table.n_rows, table.columns.len());
-    drop(filtered);
-    drop(table);
-    for line in guard.summary_lines() {
-        eprintln!("{line}");
-    }
     let codes = match &y {
         Target::Classes { codes, .. } => Some(codes.as_slice()),
         Target::Values(_) => None,
@@ -144,13 +117,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     write_json(&out_dir.join("guardrails.json"), &guard)?;
     let run_record = json!({
         "quarry_version": env!("CARGO_PKG_VERSION"),
-        "dataset": {
-            "path": path.display().to_string(),
-            "content_hash": content_hash,
-            "n_rows": n_rows_used,
-            "n_columns": n_columns,
-            "rows_dropped_missing_target": n_dropped,
-        },
+        "dataset": dataset,
         "target": args.target,
         "task": task,
         "metric": metric,

@@ -6,7 +6,9 @@ mod final_model;
 mod fit;
 mod output;
 mod predict;
+mod prepare;
 mod profile;
+mod train;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => predict::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Profile(a) => profile::run(a),
+        Command::Train(a) => train::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,81 @@
+//! Loading a training file up to the feature matrix: shared by `fit` and `train`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use quarry_featurize::{
+    FeatureMatrix, Featurizer, Guardrails, LoadedTable, Metric, Target, TargetEncoder, Task, guardrails,
+    load_table,
+};
+use serde_json::json;
+
+use crate::args::{ColumnArgs, TaskArg};
+
+pub struct Prepared {
+    pub path: PathBuf,
+    pub content_hash: String,
+    pub encoder: TargetEncoder,
+    pub metric: Metric,
+    pub featurizer: Featurizer,
+    pub x: FeatureMatrix,
+    pub y: Target,
+    pub guard: Guardrails,
+    pub n_columns: usize,
+    pub n_dropped: usize,
+}
+
+impl TaskArg {
+    pub fn task(self) -> Option<Task> {
+        match self {
+            TaskArg::Auto => None,
+            TaskArg::Binary => Some(Task::Binary),
+            TaskArg::Multiclass => Some(Task::Multiclass),
+            TaskArg::Regression => Some(Task::Regression),
+        }
+    }
+}
+
+/// Load → target → featurizer fitted on the rows with a target → features; guardrails on the
+/// table as loaded. Prints guardrail warnings to stderr.
+pub fn prepare(
+    data: &Path,
+    target: &str,
+    task: TaskArg,
+    metric: Option<&str>,
+    columns: &ColumnArgs,
+) -> Result<Prepared> {
+    let LoadedTable { table, content_hash, path } = load_table(data)?;
+    let encoder =
+        TargetEncoder::fit(&table, target, task.task()).with_context(|| path.display().to_string())?;
+    let metric = match metric {
+        Some(m) => Metric::parse(m)?,
+        None => encoder.task.default_metric(),
+    };
+    metric.check_task(encoder.task)?;
+    let overrides = columns.overrides()?;
+    let (y, kept) = encoder.encode(&table).with_context(|| path.display().to_string())?;
+    let n_dropped = table.n_rows - kept.len();
+    let filtered = (n_dropped > 0).then(|| table.select_rows(&kept));
+    let train_table = filtered.as_ref().unwrap_or(&table);
+    let featurizer = Featurizer::fit_with(train_table, &[target], &overrides)?;
+    let x = featurizer.transform(train_table)?;
+    // Guardrails read the table as loaded, so rows without a target are counted too.
+    let guard = guardrails(&table, &encoder, &featurizer);
+    for line in guard.summary_lines() {
+        eprintln!("{line}");
+    }
+    let n_columns = table.columns.len();
+    Ok(Prepared { path, content_hash, encoder, metric, featurizer, x, y, guard, n_columns, n_dropped })
+}
+
+impl Prepared {
+    pub fn dataset_record(&self) -> serde_json::Value {
+        json!({
+            "path": self.path.display().to_string(),
+            "content_hash": self.content_hash,
+            "n_rows": self.x.n_rows,
+            "n_columns": self.n_columns,
+            "rows_dropped_missing_target": self.n_dropped,
+        })
+    }
+}
