@@ -116,19 +116,19 @@ pub fn final_members(
     let candidates: Vec<(TrialId, &quarry_featurize::Predictions)> =
         executor.kept.iter().filter_map(|(id, (_, a))| a.oof.as_ref().map(|p| (*id, p))).collect();
     let ensemble = select_ensemble(&candidates, executor.runner.validated_target(), metric);
-    if let (Some(e), Some(best_score)) = (ensemble, best.validation_score) {
-        if e.members.len() > 1 && metric.to_loss(e.validation_score) < metric.to_loss(best_score) {
-            let mut members = Vec::new();
-            for m in &e.members {
-                let (Some(entry), Some((_, artifacts))) =
-                    (by_id.get(&m.trial), executor.kept.remove(&m.trial))
-                else {
-                    bail!("ensemble member trial {} lost its models", m.trial);
-                };
-                members.extend(bag(entry, artifacts, m.weight)?);
-            }
-            return Ok((FinalModel::Ensemble(e), members));
+    if let (Some(e), Some(best_score)) = (ensemble, best.validation_score)
+        && e.members.len() > 1
+        && metric.to_loss(e.validation_score) < metric.to_loss(best_score)
+    {
+        let mut members = Vec::new();
+        for m in &e.members {
+            let (Some(entry), Some((_, artifacts))) = (by_id.get(&m.trial), executor.kept.remove(&m.trial))
+            else {
+                bail!("ensemble member trial {} lost its models", m.trial);
+            };
+            members.extend(bag(entry, artifacts, m.weight)?);
         }
+        return Ok((FinalModel::Ensemble(e), members));
     }
     if n_folds == 1 {
         let estimate = refit_estimate(best, n_folds);

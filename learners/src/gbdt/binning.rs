@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// At most this many non-missing values are sorted to find quantile edges.
 const MAX_BIN_SAMPLE: usize = 200_000;
+/// Columns with at most this many non-missing values are binned by one sort of all their
+/// values (16 bytes of scratch per value); larger ones by binary search per value.
+const MAX_SORTED_BINNING: usize = 1 << 23;
 
 /// How raw values of one feature map to bins; kept in the model for categorical lookups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,24 +76,114 @@ impl BinMapper {
         }
     }
 
+    #[cfg(test)]
     fn fit(column: &FeatureColumn, max_bin: usize) -> BinMapper {
+        Self::fit_and_bin(column, max_bin).0
+    }
+
+    /// The mapper of `column` and the bin of each of its values.
+    fn fit_and_bin(column: &FeatureColumn, max_bin: usize) -> (BinMapper, Vec<u16>) {
+        let values = &column.values;
         match column.kind {
             FeatureKind::Numeric => {
-                let thresholds = numeric_thresholds(&column.values, max_bin);
-                let n_bins = thresholds.len() + 2;
-                BinMapper { info: FeatureInfo::Numeric, thresholds, n_bins }
+                let present = values.iter().filter(|v| !v.is_nan()).count();
+                if present > MAX_SORTED_BINNING {
+                    let thresholds = numeric_thresholds(values, max_bin);
+                    let mapper =
+                        BinMapper { info: FeatureInfo::Numeric, n_bins: thresholds.len() + 2, thresholds };
+                    let bins = values.iter().map(|&v| mapper.bin(v) as u16).collect();
+                    return (mapper, bins);
+                }
+                // One radix sort of (value, row) gives the quantiles (when every value is in the
+                // sample) and each row's bin, by walking the rows in value order.
+                let sorted = sorted_keys(values);
+                let thresholds = if present <= MAX_BIN_SAMPLE {
+                    let sample: Vec<f32> = sorted.iter().map(|&k| key_value(k)).collect();
+                    thresholds_of_sorted(&sample, max_bin)
+                } else {
+                    numeric_thresholds(values, max_bin)
+                };
+                let mapper =
+                    BinMapper { info: FeatureInfo::Numeric, n_bins: thresholds.len() + 2, thresholds };
+                let mut bins = vec![mapper.missing_bin() as u16; values.len()];
+                let mut b = 0usize;
+                for &k in &sorted {
+                    let v = key_value(k);
+                    while b < mapper.thresholds.len() && mapper.thresholds[b] < v {
+                        b += 1;
+                    }
+                    bins[(k & 0xffff_ffff) as usize] = b as u16;
+                }
+                (mapper, bins)
             }
             FeatureKind::Categorical { n_levels } => {
                 let cap = (max_bin.saturating_sub(1)).max(1) as u32;
                 let n_direct = n_levels.min(cap);
                 let n_value_bins = n_direct as usize + usize::from(n_levels > n_direct);
-                BinMapper {
+                let mapper = BinMapper {
                     info: FeatureInfo::Categorical { n_levels, n_direct },
                     thresholds: Vec::new(),
                     n_bins: n_value_bins + 1,
-                }
+                };
+                let bins = values.iter().map(|&v| mapper.info.cat_bin(v) as u16).collect();
+                (mapper, bins)
             }
         }
+    }
+}
+
+/// An order-preserving `u32` image of a non-NaN `f32` (`-0.0` just below `+0.0`).
+#[inline]
+fn float_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+}
+
+/// The value of a key from [`sorted_keys`].
+#[inline]
+fn key_value(k: u64) -> f32 {
+    let b = (k >> 32) as u32;
+    f32::from_bits(if b & 0x8000_0000 != 0 { b & 0x7fff_ffff } else { !b })
+}
+
+/// The non-NaN values as `(float_key << 32) | row`, sorted by value (LSD radix sort on the key
+/// bytes; stable, so ties stay in row order).
+fn sorted_keys(values: &[f32]) -> Vec<u64> {
+    let mut keys: Vec<u64> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_nan())
+        .map(|(i, &v)| (u64::from(float_key(v)) << 32) | i as u64)
+        .collect();
+    radix_sort_high(&mut keys);
+    keys
+}
+
+/// Sorts by the upper 32 bits, stably, in four byte passes (a pass whose byte is the same
+/// for every key is skipped).
+fn radix_sort_high(keys: &mut Vec<u64>) {
+    let mut buf = vec![0u64; keys.len()];
+    for pass in 0..4 {
+        let shift = 32 + 8 * pass;
+        let mut counts = [0usize; 256];
+        for &k in keys.iter() {
+            counts[((k >> shift) & 0xff) as usize] += 1;
+        }
+        if counts.contains(&keys.len()) {
+            continue;
+        }
+        let mut at = 0usize;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = at;
+            at += n;
+        }
+        for &k in keys.iter() {
+            let d = ((k >> shift) & 0xff) as usize;
+            buf[counts[d]] = k;
+            counts[d] += 1;
+        }
+        std::mem::swap(keys, &mut buf);
     }
 }
 
@@ -98,11 +191,18 @@ impl BinMapper {
 fn numeric_thresholds(values: &[f32], max_bin: usize) -> Vec<f32> {
     let present = values.iter().filter(|v| !v.is_nan()).count();
     let stride = present.div_ceil(MAX_BIN_SAMPLE).max(1);
-    let mut sample: Vec<f32> = values.iter().filter(|v| !v.is_nan()).step_by(stride).copied().collect();
+    let sample: Vec<f32> = values.iter().filter(|v| !v.is_nan()).step_by(stride).copied().collect();
+    let mut keys: Vec<u64> = sample.iter().map(|&v| u64::from(float_key(v)) << 32).collect();
+    radix_sort_high(&mut keys);
+    let sample: Vec<f32> = keys.iter().map(|&k| key_value(k)).collect();
+    thresholds_of_sorted(&sample, max_bin)
+}
+
+/// [`numeric_thresholds`] of an already sorted sample.
+fn thresholds_of_sorted(sample: &[f32], max_bin: usize) -> Vec<f32> {
     if sample.is_empty() {
         return Vec::new();
     }
-    sample.sort_unstable_by(f32::total_cmp);
     // Distinct values with counts.
     let mut distinct: Vec<(f32, usize)> = Vec::new();
     for v in sample.iter().copied() {
@@ -141,53 +241,145 @@ fn numeric_thresholds(values: &[f32], max_bin: usize) -> Vec<f32> {
     thresholds
 }
 
-/// Bin codes of one feature for every row.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum BinColumn {
-    U8(Vec<u8>),
-    U16(Vec<u16>),
-}
-
-impl BinColumn {
-    #[inline]
-    pub(crate) fn get(&self, row: usize) -> usize {
-        match self {
-            BinColumn::U8(v) => usize::from(v[row]),
-            BinColumn::U16(v) => usize::from(v[row]),
-        }
+/// Branch-free stable partition: every row is written to both sides and only the matching
+/// cursor advances.
+fn partition_by<T: Copy + Into<usize>>(
+    bins: &[T],
+    goes_left: &[bool],
+    rows: &mut [u32],
+    spare: &mut Vec<u32>,
+) -> usize {
+    spare.clear();
+    spare.resize(rows.len() + 1, 0);
+    let (mut w, mut s) = (0usize, 0usize);
+    for j in 0..rows.len() {
+        let r = rows[j];
+        let left = goes_left[bins[r as usize].into()];
+        rows[w] = r;
+        spare[s] = r;
+        w += usize::from(left);
+        s += usize::from(!left);
     }
+    rows[w..].copy_from_slice(&spare[..s]);
+    w
 }
 
-/// The training matrix in bin form, column-major, plus the histogram layout.
+/// Rows per block of a parallel partition.
+const PARTITION_BLOCK: usize = 16_384;
+
+/// [`partition_by`] on fixed-size blocks in parallel, then the blocks' left parts (in block
+/// order) followed by their right parts: the same result as the sequential partition.
+fn par_partition_by<T: Copy + Into<usize> + Sync>(
+    bins: &[T],
+    goes_left: &[bool],
+    rows: &mut [u32],
+    spare: &mut Vec<u32>,
+) -> usize {
+    let lefts: Vec<usize> = rows
+        .par_chunks_mut(PARTITION_BLOCK)
+        .map(|block| partition_by(bins, goes_left, block, &mut Vec::new()))
+        .collect();
+    spare.clear();
+    spare.reserve(rows.len());
+    for (block, &l) in rows.chunks(PARTITION_BLOCK).zip(&lefts) {
+        spare.extend_from_slice(&block[..l]);
+    }
+    let n_left = spare.len();
+    for (block, &l) in rows.chunks(PARTITION_BLOCK).zip(&lefts) {
+        spare.extend_from_slice(&block[l..]);
+    }
+    rows.copy_from_slice(spare);
+    n_left
+}
+
+/// Where a feature's bin codes live.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Layout {
+    /// At most 256 bins: byte `slot` of each row of the row-major `dense` block.
+    Dense(usize),
+    /// More bins: a column of its own.
+    Wide(Vec<u16>),
+}
+
+/// The training matrix in bin form, plus the histogram layout.
+///
+/// Features with at most 256 bins (the usual case) are stored row-major, one byte per feature,
+/// so a histogram pass reads each row's bins from one cache line; wider features keep a `u16`
+/// column each.
 #[derive(Debug, Clone)]
 pub(crate) struct BinnedData {
     pub mappers: Vec<BinMapper>,
-    pub columns: Vec<BinColumn>,
+    pub layout: Vec<Layout>,
+    /// Row-major bins of the dense features: row `r` is `dense[r * width..(r + 1) * width]`.
+    pub dense: Vec<u8>,
+    /// The same bins column by column (`dense_cols[slot][r]`), for partitioning a node's rows.
+    pub dense_cols: Vec<Vec<u8>>,
+    /// Dense features per row.
+    pub width: usize,
     /// `offsets[f]..offsets[f + 1]` is feature `f`'s slice of a histogram.
     pub offsets: Vec<usize>,
 }
 
+/// Rows per parallel block when transposing binned columns into the row-major block.
+const TRANSPOSE_BLOCK: usize = 4096;
+
 impl BinnedData {
     pub(crate) fn build(x: &FeatureMatrix, max_bin: usize) -> BinnedData {
-        let (mappers, columns): (Vec<BinMapper>, Vec<BinColumn>) = x
-            .columns
-            .par_iter()
-            .map(|col| {
-                let mapper = BinMapper::fit(col, max_bin);
-                let column = if mapper.n_bins <= 256 {
-                    BinColumn::U8(col.values.iter().map(|&v| mapper.bin(v) as u8).collect())
-                } else {
-                    BinColumn::U16(col.values.iter().map(|&v| mapper.bin(v) as u16).collect())
-                };
-                (mapper, column)
-            })
-            .unzip();
+        let n = x.n_rows;
+        let (mappers, columns): (Vec<BinMapper>, Vec<Vec<u16>>) =
+            x.columns.par_iter().map(|col| BinMapper::fit_and_bin(col, max_bin)).unzip();
+        let mut layout = Vec::with_capacity(mappers.len());
+        let mut dense_cols: Vec<Vec<u16>> = Vec::new();
+        for (m, col) in mappers.iter().zip(columns) {
+            if m.n_bins <= 256 {
+                layout.push(Layout::Dense(dense_cols.len()));
+                dense_cols.push(col);
+            } else {
+                layout.push(Layout::Wide(col));
+            }
+        }
+        let width = dense_cols.len();
+        let mut dense = vec![0u8; n * width];
+        if width > 0 {
+            dense.par_chunks_mut(TRANSPOSE_BLOCK * width).enumerate().for_each(|(c, block)| {
+                let r0 = c * TRANSPOSE_BLOCK;
+                for (i, row) in block.chunks_mut(width).enumerate() {
+                    for (b, col) in row.iter_mut().zip(&dense_cols) {
+                        *b = col[r0 + i] as u8;
+                    }
+                }
+            });
+        }
         let mut offsets = Vec::with_capacity(mappers.len() + 1);
         offsets.push(0);
         for m in &mappers {
             offsets.push(offsets.last().copied().unwrap_or(0) + m.n_bins);
         }
-        BinnedData { mappers, columns, offsets }
+        let dense_cols =
+            dense_cols.into_par_iter().map(|c| c.into_iter().map(|b| b as u8).collect()).collect();
+        BinnedData { mappers, layout, dense, dense_cols, width, offsets }
+    }
+
+    /// Stable partition of `rows` by `goes_left[bin of feature f]`: the left rows first (in
+    /// order), then the right ones (in order); returns the number of left rows. `spare` is
+    /// scratch space.
+    pub(crate) fn partition(
+        &self,
+        f: usize,
+        goes_left: &[bool],
+        rows: &mut [u32],
+        spare: &mut Vec<u32>,
+    ) -> usize {
+        if rows.len() >= 2 * PARTITION_BLOCK && rayon::current_num_threads() > 1 {
+            return match &self.layout[f] {
+                Layout::Dense(slot) => par_partition_by(&self.dense_cols[*slot], goes_left, rows, spare),
+                Layout::Wide(col) => par_partition_by(col, goes_left, rows, spare),
+            };
+        }
+        match &self.layout[f] {
+            Layout::Dense(slot) => partition_by(&self.dense_cols[*slot], goes_left, rows, spare),
+            Layout::Wide(col) => partition_by(col, goes_left, rows, spare),
+        }
     }
 
     pub(crate) fn total_bins(&self) -> usize {
@@ -226,6 +418,40 @@ mod tests {
             assert!((500..=750).contains(&c), "{counts:?}");
         }
         assert_eq!(m.bin(f32::NAN), 16);
+    }
+
+    #[test]
+    fn sorted_binning_matches_binary_search() {
+        let mut values: Vec<f32> = (0..5_000).map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 90.0).collect();
+        values[17] = f32::NAN;
+        values[18] = -0.0;
+        values[19] = 0.0;
+        values[20] = f32::INFINITY;
+        let col = FeatureColumn { name: "a".into(), source: "a".into(), kind: FeatureKind::Numeric, values };
+        for max_bin in [4, 64, 255, 2000] {
+            let (m, bins) = BinMapper::fit_and_bin(&col, max_bin);
+            assert_eq!(m.thresholds, numeric_thresholds(&col.values, max_bin));
+            for (&v, &b) in col.values.iter().zip(&bins) {
+                assert_eq!(usize::from(b), m.bin(v), "{v} with max_bin {max_bin}");
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_partition_matches_sequential() {
+        let n = 100_000;
+        let bins: Vec<u8> = (0..n).map(|i| ((i * 31 + i / 7) % 200) as u8).collect();
+        let goes_left: Vec<bool> = (0..256).map(|b| b % 3 == 1 || b > 150).collect();
+        let rows: Vec<u32> = (0..n as u32).filter(|r| r % 5 != 0).collect();
+        let mut seq = rows.clone();
+        let n_seq = partition_by(&bins, &goes_left, &mut seq, &mut Vec::new());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let mut par = rows.clone();
+        let n_par = pool.install(|| par_partition_by(&bins, &goes_left, &mut par, &mut Vec::new()));
+        assert_eq!((n_seq, &seq), (n_par, &par));
+        assert!(seq[..n_seq].iter().all(|&r| goes_left[usize::from(bins[r as usize])]));
+        assert!(seq[n_seq..].iter().all(|&r| !goes_left[usize::from(bins[r as usize])]));
+        assert!(seq[..n_seq].is_sorted() && seq[n_seq..].is_sorted());
     }
 
     #[test]

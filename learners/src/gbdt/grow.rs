@@ -42,6 +42,17 @@ struct Grower<'a> {
     hess: &'a [f64],
     features: &'a [usize],
     params: GrowParams,
+    /// Every hessian is exactly 1 (histogram counts can be read off the hessian sums).
+    unit_hess: bool,
+    scratch: &'a mut Scratch,
+}
+
+/// Buffers reused across nodes and trees: histograms, gathered gradients, partition space.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    hists: Vec<Vec<HistBin>>,
+    gh: Vec<(f64, f64)>,
+    right: Vec<u32>,
 }
 
 impl Grower<'_> {
@@ -50,10 +61,19 @@ impl Grower<'_> {
         depth_ok && leaf.stats.n as usize >= 2 * self.params.split.min_child_samples.max(1)
     }
 
-    fn histogram(&self, rows: &[u32]) -> Vec<HistBin> {
-        let gh: Vec<(f64, f64)> =
-            rows.iter().map(|&r| (self.grad[r as usize], self.hess[r as usize])).collect();
-        histogram::build(self.data, self.features, rows, &gh)
+    fn histogram(&mut self, rows: &[u32]) -> Vec<HistBin> {
+        let scratch = &mut *self.scratch;
+        scratch.gh.clear();
+        scratch.gh.extend(rows.iter().map(|&r| (self.grad[r as usize], self.hess[r as usize])));
+        let mut hist = scratch.hists.pop().unwrap_or_default();
+        histogram::build_into(self.data, self.features, rows, &scratch.gh, self.unit_hess, &mut hist);
+        hist
+    }
+
+    fn recycle(&mut self, hist: Option<Vec<HistBin>>) {
+        if let Some(h) = hist {
+            self.scratch.hists.push(h);
+        }
     }
 
     fn find(&self, leaf: &Leaf, rng: &mut ChaCha8Rng) -> Option<SplitInfo> {
@@ -75,19 +95,27 @@ impl Grower<'_> {
         }
     }
 
-    fn goes_left(&self, info: &SplitInfo, row: u32) -> bool {
-        let b = self.data.columns[info.feature].get(row as usize);
-        match &info.kind {
-            SplitKind::Numeric { bin, default_left } => {
-                if b == self.data.mappers[info.feature].missing_bin() { *default_left } else { b <= *bin }
-            }
-            SplitKind::Categorical { bits } => (bits[b / 32] >> (b % 32)) & 1 == 1,
-        }
+    /// For every bin of the split feature: does a row in it go left?
+    fn left_table(&self, info: &SplitInfo) -> Vec<bool> {
+        let mapper = &self.data.mappers[info.feature];
+        (0..mapper.n_bins)
+            .map(|b| match &info.kind {
+                SplitKind::Numeric { bin, default_left } => {
+                    if b == mapper.missing_bin() {
+                        *default_left
+                    } else {
+                        b <= *bin
+                    }
+                }
+                SplitKind::Categorical { bits } => (bits[b / 32] >> (b % 32)) & 1 == 1,
+            })
+            .collect()
     }
 }
 
 /// Grows one tree on the rows `rows` (reordered in place so each leaf's rows are contiguous),
 /// considering only `features` (sorted ascending).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn grow(
     data: &BinnedData,
     grad: &[f64],
@@ -96,8 +124,10 @@ pub(crate) fn grow(
     features: &[usize],
     params: GrowParams,
     rng: &mut ChaCha8Rng,
+    scratch: &mut Scratch,
 ) -> GrownTree {
-    let grower = Grower { data, grad, hess, features, params };
+    let unit_hess = hess.iter().all(|&h| h == 1.0);
+    let mut grower = Grower { data, grad, hess, features, params, unit_hess, scratch };
     let mut nodes = vec![Node::leaf(0.0)];
     let mut cat_bits: Vec<u32> = Vec::new();
     let mut stats = Stats::default();
@@ -112,7 +142,6 @@ pub(crate) fn grow(
         root.split = grower.find(&root, rng);
     }
     let mut leaves = vec![root];
-    let mut scratch: Vec<u32> = Vec::new();
     while leaves.len() < params.num_leaves {
         let mut pick: Option<(usize, f64)> = None;
         for (i, leaf) in leaves.iter().enumerate() {
@@ -129,18 +158,9 @@ pub(crate) fn grow(
         let (start, end, depth, node_idx) = (leaf.start, leaf.end, leaf.depth, leaf.node);
 
         // Stable in-place partition of this leaf's rows.
-        scratch.clear();
-        let mut w = start;
-        for j in start..end {
-            let r = rows[j];
-            if grower.goes_left(&info, r) {
-                rows[w] = r;
-                w += 1;
-            } else {
-                scratch.push(r);
-            }
-        }
-        rows[w..end].copy_from_slice(&scratch);
+        let table = grower.left_table(&info);
+        let w =
+            start + data.partition(info.feature, &table, &mut rows[start..end], &mut grower.scratch.right);
 
         let li = nodes.len();
         nodes.push(Node::leaf(0.0));
@@ -188,6 +208,8 @@ pub(crate) fn grow(
                 } else {
                     large.hist = Some(grower.histogram(&rows[large.start..large.end]));
                 }
+            } else {
+                grower.recycle(parent_hist);
             }
             small.hist = Some(small_hist);
             for leaf in [&mut left, &mut right] {
@@ -195,16 +217,19 @@ pub(crate) fn grow(
                     leaf.split = grower.find(leaf, rng);
                 }
                 if leaf.split.is_none() {
-                    leaf.hist = None;
+                    grower.recycle(leaf.hist.take());
                 }
             }
+        } else {
+            grower.recycle(parent_hist);
         }
         leaves[i] = left;
         leaves.push(right);
     }
 
     let mut out = Vec::with_capacity(leaves.len());
-    for leaf in &leaves {
+    for leaf in &mut leaves {
+        grower.recycle(leaf.hist.take());
         let value = params.split.leaf_output(leaf.stats) * params.scale;
         nodes[leaf.node].value = value;
         out.push((leaf.start, leaf.end, value));

@@ -1,9 +1,11 @@
-//! Gradient/hessian histograms per node, built in parallel over features (each feature's bins
-//! are summed sequentially over its rows, so results do not depend on the thread count).
+//! Gradient/hessian histograms per node. Row-major ("dense") features are accumulated
+//! row by row, all of a task's features per row; wide (`u16`) features column by column.
+//! Every bin is summed over the node's rows in row order, however the features are split
+//! into parallel tasks, so results do not depend on the thread count.
 
 use rayon::prelude::*;
 
-use super::binning::{BinColumn, BinnedData};
+use super::binning::{BinnedData, Layout};
 
 /// Sums over the rows that fall in one bin.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -14,51 +16,130 @@ pub(crate) struct HistBin {
 }
 
 /// Below this many row-feature updates a histogram is built on the calling thread.
-const PAR_MIN_WORK: usize = 16_384;
+const PAR_MIN_WORK: usize = 32_768;
+
+/// One unit of (possibly parallel) work: some features' histogram slices.
+struct Task<'a> {
+    /// Dense features: (byte slot in a row, offset of its bins in `out`).
+    dense: Vec<(usize, usize)>,
+    /// Wide features: (column, offset in `out`).
+    wide: Vec<(&'a [u16], usize)>,
+    out: &'a mut [HistBin],
+}
 
 /// Histogram of the rows `rows` (whose gradients, in the same order, are `gh`) over the
-/// features in `features`; bins of other features are left at zero.
+/// features in `features` (ascending); bins of other features are left at zero.
 pub(crate) fn build(data: &BinnedData, features: &[usize], rows: &[u32], gh: &[(f64, f64)]) -> Vec<HistBin> {
-    let mut hist = vec![HistBin::default(); data.total_bins()];
-    // Split the flat histogram into per-feature slices.
-    let mut slices: Vec<(usize, &mut [HistBin])> = Vec::with_capacity(features.len());
-    let mut rest: &mut [HistBin] = &mut hist;
+    let mut hist = Vec::new();
+    build_into(data, features, rows, gh, false, &mut hist);
+    hist
+}
+
+/// [`build`] into a recycled buffer (cleared and resized here). With `unit_hess` (every
+/// hessian is exactly 1: regression, random forest, extra trees) row counts are not
+/// accumulated but read off the hessian sums, which are then exact integers.
+pub(crate) fn build_into(
+    data: &BinnedData,
+    features: &[usize],
+    rows: &[u32],
+    gh: &[(f64, f64)],
+    unit_hess: bool,
+    hist: &mut Vec<HistBin>,
+) {
+    hist.clear();
+    hist.resize(data.total_bins(), HistBin::default());
+    if features.is_empty() || rows.is_empty() {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let work = rows.len() * features.len();
+    let n_tasks = if work < PAR_MIN_WORK || threads == 1 { 1 } else { threads.min(features.len()) };
+    // Consecutive runs of features, each owning the histogram range its features span.
+    let mut tasks: Vec<Task> = Vec::with_capacity(n_tasks);
+    let mut rest: &mut [HistBin] = hist;
     let mut consumed = 0usize;
-    for &f in features {
-        let (start, end) = (data.offsets[f], data.offsets[f + 1]);
+    for group in features.chunks(features.len().div_ceil(n_tasks)) {
+        let (first, last) = (group[0], group[group.len() - 1]);
+        let (start, end) = (data.offsets[first], data.offsets[last + 1]);
         let tail = std::mem::take(&mut rest);
         let (_, tail) = tail.split_at_mut(start - consumed);
         let (mine, tail) = tail.split_at_mut(end - start);
         rest = tail;
         consumed = end;
-        slices.push((f, mine));
+        let mut task = Task { dense: Vec::new(), wide: Vec::new(), out: mine };
+        for &f in group {
+            let off = data.offsets[f] - start;
+            match &data.layout[f] {
+                Layout::Dense(slot) => task.dense.push((*slot, off)),
+                Layout::Wide(col) => task.wide.push((col, off)),
+            }
+        }
+        tasks.push(task);
     }
-    let work = rows.len() * features.len();
-    if work < PAR_MIN_WORK {
-        for (f, slice) in slices {
-            accumulate(&data.columns[f], rows, gh, slice);
+    let run = if unit_hess { run::<false> } else { run::<true> };
+    if tasks.len() == 1 {
+        for task in tasks {
+            run(data, task, rows, gh);
         }
     } else {
-        slices.into_par_iter().for_each(|(f, slice)| accumulate(&data.columns[f], rows, gh, slice));
+        tasks.into_par_iter().for_each(|task| run(data, task, rows, gh));
     }
-    hist
+    if unit_hess {
+        for cell in hist.iter_mut() {
+            cell.n = cell.h as u32;
+        }
+    }
 }
 
-fn accumulate(column: &BinColumn, rows: &[u32], gh: &[(f64, f64)], out: &mut [HistBin]) {
-    match column {
-        BinColumn::U8(bins) => accumulate_typed(bins, rows, gh, out),
-        BinColumn::U16(bins) => accumulate_typed(bins, rows, gh, out),
+#[inline(always)]
+fn add<const COUNT: bool>(cell: &mut HistBin, g: f64, h: f64) {
+    cell.g += g;
+    cell.h += h;
+    if COUNT {
+        cell.n += 1;
+    }
+}
+
+fn run<const COUNT: bool>(data: &BinnedData, task: Task, rows: &[u32], gh: &[(f64, f64)]) {
+    let Task { dense, wide, out } = task;
+    if !dense.is_empty() {
+        accumulate_dense::<COUNT>(&data.dense, data.width, &dense, rows, gh, out);
+    }
+    for (col, off) in wide {
+        for (&r, &(g, h)) in rows.iter().zip(gh) {
+            add::<COUNT>(&mut out[off + usize::from(col[r as usize])], g, h);
+        }
     }
 }
 
 #[inline]
-fn accumulate_typed<T: Copy + Into<usize>>(bins: &[T], rows: &[u32], gh: &[(f64, f64)], out: &mut [HistBin]) {
-    for (&r, &(g, h)) in rows.iter().zip(gh) {
-        let b: usize = bins[r as usize].into();
-        let cell = &mut out[b];
-        cell.g += g;
-        cell.h += h;
-        cell.n += 1;
+fn accumulate_dense<const COUNT: bool>(
+    bins: &[u8],
+    width: usize,
+    feats: &[(usize, usize)],
+    rows: &[u32],
+    gh: &[(f64, f64)],
+    out: &mut [HistBin],
+) {
+    let contiguous = feats.windows(2).all(|w| w[1].0 == w[0].0 + 1);
+    if contiguous {
+        // The common case (no feature sampling): the task's bytes are one run of each row.
+        let s0 = feats[0].0;
+        let offs: Vec<usize> = feats.iter().map(|&(_, o)| o).collect();
+        for (&r, &(g, h)) in rows.iter().zip(gh) {
+            let at = r as usize * width + s0;
+            let row = &bins[at..at + offs.len()];
+            for (&b, &off) in row.iter().zip(&offs) {
+                add::<COUNT>(&mut out[off + usize::from(b)], g, h);
+            }
+        }
+    } else {
+        for (&r, &(g, h)) in rows.iter().zip(gh) {
+            let row = &bins[r as usize * width..(r as usize + 1) * width];
+            for &(slot, off) in feats {
+                add::<COUNT>(&mut out[off + usize::from(row[slot])], g, h);
+            }
+        }
     }
 }
 

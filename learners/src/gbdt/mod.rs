@@ -8,7 +8,15 @@
 //!   prefix is scanned; the left set is stored as a bitset (missing is one of the categories).
 //! - Random forest / extra trees sample `colsample_bytree` of the features at every node (the
 //!   usual `max_features`); gradient boosting samples them once per tree.
+//! - Bins of features with at most 256 bins are kept twice: row-major (one byte per feature,
+//!   read by histogram passes) and column-major (read when partitioning a node's rows).
+//!   Histograms sum every bin over the node's rows in row order whatever the thread count.
+//!
+//! `bench/gbdt/run.sh` compares fit time and test metrics with LightGBM (figures in
+//! `bench/RESULTS.md`); `learners/benches/gbdt.rs` times the hot loops.
 
+#[doc(hidden)]
+pub mod bench;
 mod binning;
 mod grow;
 mod histogram;

@@ -2,12 +2,15 @@
 
 use quarry_featurize::matrix::{Predictions, Target};
 use quarry_featurize::metric::Task;
+use rayon::prelude::*;
 
 use crate::error::TrainError;
 
 /// Probabilities of averaged (random forest / extra trees) classifiers are clipped to this.
 const PROB_FLOOR: f64 = 1e-7;
 const LOG_LOSS_EPS: f64 = 1e-15;
+/// Rows per parallel task when computing gradients.
+const GRADIENT_CHUNK: usize = 8192;
 
 /// How raw scores (row-major, `k` per row) turn into predictions.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,19 +121,28 @@ impl Problem {
                         }
                     }
                 } else if k == 1 {
-                    for (i, &c) in codes.iter().enumerate() {
-                        let p = sigmoid(raw[i]);
-                        grad[i] = p - f64::from(c);
-                        hess[i] = (p * (1.0 - p)).max(1e-16);
-                    }
+                    // Row by row (no reduction), so the thread count cannot change the result.
+                    grad[..n]
+                        .par_iter_mut()
+                        .zip(&mut hess[..n])
+                        .zip(codes.par_iter().zip(&raw[..n]))
+                        .with_min_len(GRADIENT_CHUNK)
+                        .for_each(|((g, h), (&c, &r))| {
+                            let p = sigmoid(r);
+                            *g = p - f64::from(c);
+                            *h = (p * (1.0 - p)).max(1e-16);
+                        });
                 } else {
+                    // LightGBM's softmax hessian scale k / (k - 1) (Friedman's multiclass
+                    // boosting): smaller leaf steps, less over-confident probabilities.
+                    let factor = k as f64 / (k as f64 - 1.0);
                     let mut p = vec![0.0; k];
                     for (i, &c) in codes.iter().enumerate() {
                         softmax(&raw[i * k..(i + 1) * k], &mut p);
                         for (j, &pj) in p.iter().enumerate() {
                             let t = if c as usize == j { 1.0 } else { 0.0 };
                             grad[j * n + i] = pj - t;
-                            hess[j * n + i] = (pj * (1.0 - pj)).max(1e-16);
+                            hess[j * n + i] = (factor * pj * (1.0 - pj)).max(1e-16);
                         }
                     }
                 }

@@ -49,12 +49,14 @@ impl SplitConfig {
         }
     }
 
+    #[inline]
     pub(crate) fn leaf_gain(&self, s: Stats) -> f64 {
         let denom = s.h + self.lambda;
         if denom <= 0.0 {
             return 0.0;
         }
-        let t = self.soft_threshold(s.g);
+        // Without L1 the soft threshold is the identity (up to the sign of zero, which squaring drops).
+        let t = if self.alpha == 0.0 { s.g } else { self.soft_threshold(s.g) };
         t * t / denom
     }
 
@@ -67,6 +69,7 @@ impl SplitConfig {
         -self.soft_threshold(s.g) / denom
     }
 
+    #[inline]
     fn admissible(&self, s: Stats) -> bool {
         s.n as usize >= self.min_child_samples.max(1) && s.h >= self.min_child_weight
     }
@@ -95,6 +98,7 @@ struct Best {
 }
 
 impl Best {
+    #[inline]
     fn offer(&mut self, cfg: &SplitConfig, parent: f64, total: Stats, left: Stats) -> Option<f64> {
         let right = total.sub(left);
         if !cfg.admissible(left) || !cfg.admissible(right) {
@@ -179,12 +183,21 @@ fn numeric(
         try_at(best, b, prefix);
         return;
     }
+    // Candidates whose smaller side has too few rows are skipped before any gain is computed
+    // (`offer` would reject them); once the right side is too small it only shrinks further.
+    let min_n = cfg.min_child_samples.max(1) as u32;
     let mut prefix = Stats::default();
     for (b, &bin) in h[..k].iter().enumerate() {
         if bin.n == 0 {
             continue;
         }
         prefix = prefix.add(bin);
+        if total.n.saturating_sub(prefix.n) < min_n {
+            break;
+        }
+        if prefix.n + mis.n < min_n {
+            continue;
+        }
         try_at(best, b, prefix);
     }
 }

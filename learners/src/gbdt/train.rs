@@ -117,6 +117,7 @@ pub(crate) fn run(
         _ => (f64::INFINITY, start_round),
     };
     let mut in_bag = vec![false; if gbdt && params.subsample < 1.0 { n } else { 0 }];
+    let mut scratch = grow::Scratch::default();
 
     for round in start_round..start_round + extra_rounds {
         if gbdt {
@@ -137,7 +138,7 @@ pub(crate) fn run(
             };
             let mut rows = sample.clone();
             let (g, h) = (&grad[j * n..(j + 1) * n], &hess[j * n..(j + 1) * n]);
-            let grown = grow::grow(&data, g, h, &mut rows, &features, grow_params, &mut rng);
+            let grown = grow::grow(&data, g, h, &mut rows, &features, grow_params, &mut rng, &mut scratch);
             if gbdt {
                 for &(s, e, value) in &grown.leaves {
                     for &r in &rows[s..e] {
