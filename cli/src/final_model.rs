@@ -14,12 +14,40 @@ use serde::Serialize;
 
 /// Trials whose fold models and out-of-fold predictions are kept as ensemble candidates.
 const KEEP_TOP: usize = 20;
+/// Each family's best few are kept whatever their rank: a blend gains most from members that
+/// err differently, and the top 20 overall are often near-copies of one family's best.
+const KEEP_PER_FAMILY: usize = 3;
 
 /// Runs trials in this process and keeps the artifacts of the best [`KEEP_TOP`].
 pub struct LocalExecutor<'a> {
     pub runner: &'a TrialRunner,
     pub metric: Metric,
-    kept: BTreeMap<TrialId, (f64, TrialArtifacts)>,
+    kept: BTreeMap<TrialId, Kept>,
+}
+
+struct Kept {
+    loss: f64,
+    family: String,
+    artifacts: TrialArtifacts,
+}
+
+/// The candidate to drop: the worst that is not among its family's best [`KEEP_PER_FAMILY`]
+/// (or the worst overall when every candidate is).
+fn eviction(kept: &BTreeMap<TrialId, Kept>) -> Option<TrialId> {
+    let worse =
+        |a: &(&TrialId, &Kept), b: &(&TrialId, &Kept)| a.1.loss.total_cmp(&b.1.loss).then(a.0.cmp(b.0));
+    let protected = |id: &TrialId, k: &Kept| {
+        let better_in_family = kept
+            .iter()
+            .filter(|(other_id, o)| o.family == k.family && worse(&(other_id, o), &(id, k)).is_lt())
+            .count();
+        better_in_family < KEEP_PER_FAMILY
+    };
+    kept.iter()
+        .filter(|(id, k)| !protected(id, k))
+        .max_by(worse)
+        .or_else(|| kept.iter().max_by(worse))
+        .map(|(id, _)| *id)
 }
 
 impl<'a> LocalExecutor<'a> {
@@ -38,16 +66,12 @@ impl TrialExecutor for LocalExecutor<'_> {
         let cancelled = move || deadline.is_some_and(|d| Instant::now() >= d);
         let (outcome, artifacts) = self.runner.run(spec, &cancelled, report);
         if let (TrialStatus::Completed, Some(score)) = (outcome.status, outcome.score) {
-            self.kept.insert(spec.id, (self.metric.to_loss(score), artifacts));
-            if self.kept.len() > KEEP_TOP {
-                let worst = self
-                    .kept
-                    .iter()
-                    .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(a.0.cmp(b.0)))
-                    .map(|(id, _)| *id);
-                if let Some(id) = worst {
-                    self.kept.remove(&id);
-                }
+            let kept = Kept { loss: self.metric.to_loss(score), family: spec.family.clone(), artifacts };
+            self.kept.insert(spec.id, kept);
+            if self.kept.len() > KEEP_TOP
+                && let Some(id) = eviction(&self.kept)
+            {
+                self.kept.remove(&id);
             }
         }
         outcome
@@ -114,7 +138,7 @@ pub fn final_members(
     let by_id: BTreeMap<TrialId, &LeaderboardEntry> = board.iter().map(|e| (e.id, e)).collect();
     let metric = executor.metric;
     let candidates: Vec<(TrialId, &quarry_featurize::Predictions)> =
-        executor.kept.iter().filter_map(|(id, (_, a))| a.oof.as_ref().map(|p| (*id, p))).collect();
+        executor.kept.iter().filter_map(|(id, k)| k.artifacts.oof.as_ref().map(|p| (*id, p))).collect();
     let ensemble = select_ensemble(&candidates, executor.runner.validated_target(), metric);
     if let (Some(e), Some(best_score)) = (ensemble, best.validation_score)
         && e.members.len() > 1
@@ -122,7 +146,8 @@ pub fn final_members(
     {
         let mut members = Vec::new();
         for m in &e.members {
-            let (Some(entry), Some((_, artifacts))) = (by_id.get(&m.trial), executor.kept.remove(&m.trial))
+            let (Some(entry), Some(Kept { artifacts, .. })) =
+                (by_id.get(&m.trial), executor.kept.remove(&m.trial))
             else {
                 bail!("ensemble member trial {} lost its models", m.trial);
             };
@@ -152,10 +177,41 @@ pub fn final_members(
         }
     }
     match executor.kept.remove(&best.id) {
-        Some((_, artifacts)) if !artifacts.fold_models.is_empty() => {
+        Some(Kept { artifacts, .. }) if !artifacts.fold_models.is_empty() => {
             let n_models = artifacts.fold_models.len();
             Ok((FinalModel::FoldBag { trial: best.id, n_models }, bag(best, artifacts, 1.0)?))
         }
         _ => bail!("no time left to fit the final model; give it a larger --budget"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(entries: &[(u64, &str, f64)]) -> BTreeMap<TrialId, Kept> {
+        entries
+            .iter()
+            .map(|&(id, family, loss)| {
+                (TrialId(id), Kept { loss, family: family.to_string(), artifacts: TrialArtifacts::default() })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn eviction_spares_each_familys_best() {
+        // Four boosters and one (much worse) linear model: the fourth booster goes, not the
+        // linear model, which is its family's only candidate.
+        let k = kept(&[
+            (1, "gbdt", 0.1),
+            (2, "gbdt", 0.2),
+            (3, "gbdt", 0.3),
+            (4, "gbdt", 0.4),
+            (5, "linear", 0.9),
+        ]);
+        assert_eq!(eviction(&k), Some(TrialId(4)));
+        // When every candidate is among its family's best, the worst overall goes.
+        let k = kept(&[(1, "gbdt", 0.1), (2, "linear", 0.9), (3, "knn", 0.5)]);
+        assert_eq!(eviction(&k), Some(TrialId(2)));
     }
 }
