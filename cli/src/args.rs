@@ -73,6 +73,9 @@ pub struct ProfileArgs {
     pub data: PathBuf,
     #[arg(long)]
     pub target: Option<String>,
+    /// Also build the feature matrix the models would see, and report its size.
+    #[arg(long)]
+    pub featurize: bool,
     #[command(flatten)]
     pub columns: ColumnArgs,
 }

@@ -56,15 +56,21 @@ pub fn prepare(
     let (y, kept) = encoder.encode(&table).with_context(|| path.display().to_string())?;
     let n_dropped = table.n_rows - kept.len();
     let filtered = (n_dropped > 0).then(|| table.select_rows(&kept));
-    let train_table = filtered.as_ref().unwrap_or(&table);
-    let featurizer = Featurizer::fit_with(train_table, &[target], &overrides)?;
-    let x = featurizer.transform(train_table)?;
+    let featurizer = Featurizer::fit_with(filtered.as_ref().unwrap_or(&table), &[target], &overrides)?;
     // Guardrails read the table as loaded, so rows without a target are counted too.
     let guard = guardrails(&table, &encoder, &featurizer);
     for line in guard.summary_lines() {
         eprintln!("{line}");
     }
     let n_columns = table.columns.len();
+    // The raw table is consumed column by column: it and the features never peak together.
+    let x = match filtered {
+        Some(rows) => {
+            drop(table);
+            featurizer.transform_owned(rows)?
+        }
+        None => featurizer.transform_owned(table)?,
+    };
     Ok(Prepared { path, content_hash, encoder, metric, featurizer, x, y, guard, n_columns, n_dropped })
 }
 

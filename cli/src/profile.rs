@@ -83,5 +83,10 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             println!("  nothing to report");
         }
     }
+    if args.featurize {
+        let x = featurizer.transform_owned(loaded.table)?;
+        let mb = (x.n_rows * x.n_features() * std::mem::size_of::<f32>()) as f64 / (1024.0 * 1024.0);
+        println!("\nfeatures: {} columns × {} rows ({mb:.1} MiB of f32)", x.n_features(), x.n_rows);
+    }
     Ok(())
 }

@@ -165,80 +165,102 @@ impl Featurizer {
             let values = by_name
                 .get(col.name.as_str())
                 .ok_or_else(|| FeaturizeError::MissingFeature { name: col.name.clone() })?;
-            if values.len() != n {
-                return Err(FeaturizeError::ColumnLength {
-                    column: col.name.clone(),
-                    len: values.len(),
-                    n_rows: n,
-                });
-            }
-            let feature = |suffix: Option<&str>, kind, values| FeatureColumn {
-                name: suffix.map_or_else(|| col.name.clone(), |s| format!("{}__{s}", col.name)),
-                source: col.name.clone(),
-                kind,
-                values,
-            };
-            match &col.transform {
-                ColumnTransform::Numeric => {
-                    out.push(feature(None, FeatureKind::Numeric, numeric_values(values, n)));
-                }
-                ColumnTransform::Boolean => {
-                    out.push(feature(None, FeatureKind::Numeric, bool_values(values, n)));
-                }
-                ColumnTransform::Categorical { levels, has_other } => {
-                    let index: HashMap<&str, usize> =
-                        levels.iter().enumerate().map(|(k, l)| (l.as_str(), k)).collect();
-                    let other = if *has_other { levels.len() as f32 } else { f32::NAN };
-                    let codes = (0..n)
-                        .map(|i| match values.text(i) {
-                            None => f32::NAN,
-                            Some(s) => index.get(s.as_ref()).map_or(other, |&k| k as f32),
-                        })
-                        .collect();
-                    let n_levels = (levels.len() + usize::from(*has_other)) as u32;
-                    out.push(feature(None, FeatureKind::Categorical { n_levels }, codes));
-                }
-                ColumnTransform::Datetime { with_time } => {
-                    let secs = timestamp_values(values, n);
-                    let mut parts: Vec<Vec<f32>> = vec![Vec::with_capacity(n); DATE_PARTS.len() + 1];
-                    for s in &secs {
-                        let Some(s) = *s else {
-                            parts.iter_mut().for_each(|p| p.push(f32::NAN));
-                            continue;
-                        };
-                        let c = civil_from_unix(s);
-                        let row = [
-                            c.year as f32,
-                            c.month as f32,
-                            c.day as f32,
-                            c.weekday as f32,
-                            c.day_of_year as f32,
-                            (s as f64 / 86_400.0) as f32,
-                            (c.hour as f32) + c.minute as f32 / 60.0,
-                        ];
-                        for (p, v) in parts.iter_mut().zip(row) {
-                            p.push(v);
-                        }
-                    }
-                    let hour = parts.pop().unwrap_or_default();
-                    for (name, values) in DATE_PARTS.iter().zip(parts) {
-                        out.push(feature(Some(name), FeatureKind::Numeric, values));
-                    }
-                    if *with_time {
-                        out.push(feature(Some("hour"), FeatureKind::Numeric, hour));
-                    }
-                }
-                ColumnTransform::TfIdf { buckets, idf } => {
-                    let cols = transform_tfidf(values, n, buckets, idf);
-                    for (b, values) in buckets.iter().zip(cols) {
-                        out.push(feature(Some(&format!("tfidf_{b}")), FeatureKind::Numeric, values));
-                    }
-                }
-                ColumnTransform::Dropped { .. } => {}
-            }
+            column_features(col, values, n, &mut out)?;
         }
         Ok(FeatureMatrix { n_rows: n, columns: out })
     }
+
+    /// [`Featurizer::transform`] that consumes the table and frees each raw column as soon as
+    /// its features exist, so raw text and features never both sit in memory whole.
+    pub fn transform_owned(&self, table: Table) -> Result<FeatureMatrix> {
+        let n = table.n_rows;
+        let mut by_name: HashMap<String, RawValues> =
+            table.columns.into_iter().map(|c| (c.name, c.values)).collect();
+        let mut out = Vec::new();
+        for col in self.used_columns() {
+            let values = by_name
+                .remove(col.name.as_str())
+                .ok_or_else(|| FeaturizeError::MissingFeature { name: col.name.clone() })?;
+            column_features(col, &values, n, &mut out)?;
+        }
+        Ok(FeatureMatrix { n_rows: n, columns: out })
+    }
+}
+
+fn column_features(
+    col: &FittedColumn,
+    values: &RawValues,
+    n: usize,
+    out: &mut Vec<FeatureColumn>,
+) -> Result<()> {
+    if values.len() != n {
+        return Err(FeaturizeError::ColumnLength { column: col.name.clone(), len: values.len(), n_rows: n });
+    }
+    let feature = |suffix: Option<&str>, kind, values| FeatureColumn {
+        name: suffix.map_or_else(|| col.name.clone(), |s| format!("{}__{s}", col.name)),
+        source: col.name.clone(),
+        kind,
+        values,
+    };
+    match &col.transform {
+        ColumnTransform::Numeric => {
+            out.push(feature(None, FeatureKind::Numeric, numeric_values(values, n)));
+        }
+        ColumnTransform::Boolean => {
+            out.push(feature(None, FeatureKind::Numeric, bool_values(values, n)));
+        }
+        ColumnTransform::Categorical { levels, has_other } => {
+            let index: HashMap<&str, usize> =
+                levels.iter().enumerate().map(|(k, l)| (l.as_str(), k)).collect();
+            let other = if *has_other { levels.len() as f32 } else { f32::NAN };
+            let codes = (0..n)
+                .map(|i| match values.text(i) {
+                    None => f32::NAN,
+                    Some(s) => index.get(s.as_ref()).map_or(other, |&k| k as f32),
+                })
+                .collect();
+            let n_levels = (levels.len() + usize::from(*has_other)) as u32;
+            out.push(feature(None, FeatureKind::Categorical { n_levels }, codes));
+        }
+        ColumnTransform::Datetime { with_time } => {
+            let secs = timestamp_values(values, n);
+            let mut parts: Vec<Vec<f32>> = vec![Vec::with_capacity(n); DATE_PARTS.len() + 1];
+            for s in &secs {
+                let Some(s) = *s else {
+                    parts.iter_mut().for_each(|p| p.push(f32::NAN));
+                    continue;
+                };
+                let c = civil_from_unix(s);
+                let row = [
+                    c.year as f32,
+                    c.month as f32,
+                    c.day as f32,
+                    c.weekday as f32,
+                    c.day_of_year as f32,
+                    (s as f64 / 86_400.0) as f32,
+                    (c.hour as f32) + c.minute as f32 / 60.0,
+                ];
+                for (p, v) in parts.iter_mut().zip(row) {
+                    p.push(v);
+                }
+            }
+            let hour = parts.pop().unwrap_or_default();
+            for (name, values) in DATE_PARTS.iter().zip(parts) {
+                out.push(feature(Some(name), FeatureKind::Numeric, values));
+            }
+            if *with_time {
+                out.push(feature(Some("hour"), FeatureKind::Numeric, hour));
+            }
+        }
+        ColumnTransform::TfIdf { buckets, idf } => {
+            let cols = transform_tfidf(values, n, buckets, idf);
+            for (b, values) in buckets.iter().zip(cols) {
+                out.push(feature(Some(&format!("tfidf_{b}")), FeatureKind::Numeric, values));
+            }
+        }
+        ColumnTransform::Dropped { .. } => {}
+    }
+    Ok(())
 }
 
 fn fit_column(values: &RawValues, kind: ColumnKind, forced: bool) -> ColumnTransform {
@@ -491,5 +513,19 @@ mod tests {
         }
         // The quick/slow word separates the classes: some bucket differs between rows 0 and 1.
         assert!(m.columns.iter().any(|c| c.values[0] != c.values[1]));
+    }
+
+    #[test]
+    fn transform_owned_matches_transform() {
+        let train = table(&[
+            ("num", &["1", "2", "", "4"]),
+            ("cat", &["a", "b", "a", "b"]),
+            ("when", &["2020-01-01", "2020-06-01", "2021-01-01", ""]),
+            ("y", &["0", "1", "0", "1"]),
+        ]);
+        let f = Featurizer::fit(&train, &["y"]).unwrap();
+        let by_ref = f.transform(&train).unwrap();
+        let owned = f.transform_owned(train).unwrap();
+        assert_eq!(format!("{by_ref:?}"), format!("{owned:?}"));
     }
 }

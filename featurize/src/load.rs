@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{FeaturizeError, Result, one_line};
 use crate::table::{RawColumn, RawValues, StrColumn, Table};
 
-const BATCH_ROWS: usize = 64 * 1024;
+const BATCH_ROWS: usize = 8 * 1024;
 /// Cells per batch. arrow-csv preallocates offsets for `batch rows × columns` cells, so a
 /// 10,000-column file with 64 Ki-row batches would reserve gigabytes before reading a byte;
 /// wide files get proportionally shorter batches.

@@ -31,24 +31,38 @@ impl TargetEncoder {
         })?;
         let bad = |message: String| FeaturizeError::BadTarget { name: name.to_string(), message };
         let values = &column.values;
-        let labels: Vec<String> =
-            (0..table.n_rows).filter_map(|i| values.text(i).map(|s| s.into_owned())).collect();
-        if labels.is_empty() {
+        // One pass, no per-row copies: a 300k-row target must not cost a String per row.
+        // Distinct labels are collected up to one past MAX_CLASSES; past it the count is moot.
+        let mut distinct: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut overflow = false;
+        let (mut n_present, mut all_numeric, mut all_int) = (0usize, true, true);
+        for i in 0..table.n_rows {
+            let Some(label) = values.text(i) else { continue };
+            n_present += 1;
+            let number = match values {
+                RawValues::Number(v) => Some(v[i]),
+                RawValues::Bool(_) | RawValues::Timestamp(_) => None,
+                RawValues::Text(_) => parse_number(&label),
+            };
+            match number {
+                Some(x) => all_int &= x.fract() == 0.0,
+                None => all_numeric = false,
+            }
+            if distinct.len() <= MAX_CLASSES {
+                distinct.insert(label.into_owned());
+            } else if !distinct.contains(label.as_ref()) {
+                overflow = true;
+            }
+        }
+        if n_present == 0 {
             return Err(bad("every value is missing".to_string()));
         }
-        let numbers: Option<Vec<f64>> = match values {
-            RawValues::Number(v) => Some(v.iter().copied().filter(|x| !x.is_nan()).collect()),
-            RawValues::Bool(_) | RawValues::Timestamp(_) => None,
-            RawValues::Text(_) => labels.iter().map(|s| parse_number(s)).collect(),
-        };
-        let mut distinct: Vec<String> = labels.clone();
-        distinct.sort();
-        distinct.dedup();
+        let numbers = all_numeric.then_some(all_int);
+        let mut distinct: Vec<String> = distinct.into_iter().collect();
         let task = match task {
             Some(t) => t,
-            None => match &numbers {
-                Some(nums) => {
-                    let all_int = nums.iter().all(|x| x.fract() == 0.0);
+            None => match numbers {
+                Some(all_int) => {
                     if all_int && distinct.len() == 2 {
                         Task::Binary
                     } else if all_int && distinct.len() <= MAX_INTEGER_CLASSES {
@@ -83,10 +97,9 @@ impl TargetEncoder {
                 if task == Task::Binary && distinct.len() != 2 {
                     return Err(bad(format!("binary task, but the target has {} classes", distinct.len())));
                 }
-                if distinct.len() > MAX_CLASSES {
+                if distinct.len() > MAX_CLASSES || overflow {
                     return Err(bad(format!(
-                        "{} distinct values is too many classes (at most {MAX_CLASSES}); use --task regression",
-                        distinct.len()
+                        "more than {MAX_CLASSES} distinct values is too many classes; use --task regression"
                     )));
                 }
                 if numbers.is_some() {
