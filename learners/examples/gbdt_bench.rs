@@ -4,7 +4,12 @@
 //! cargo run --release -p quarry-learners --example gbdt_bench -- \
 //!     --train train.csv --test test.csv --target y [--name NAME] [--threads N] [--repeat R] [--dump DIR]
 //! cargo run --release -p quarry-learners --example gbdt_bench -- --synthetic [--threads N] [--dump DIR]
+//! cargo run --release -p quarry-learners --example gbdt_bench -- --synthetic --rows 50000 --mode random_forest
 //! ```
+//!
+//! `--mode gbdt|random_forest|extra_trees` (default gbdt): forests grow 100 trees with the
+//! search's forest defaults (`family::tree_defaults`), 255 bins, no early stopping.
+//! `--rows N` keeps only the first N training rows (the test rows are unchanged).
 //!
 //! Fits GBDT with fixed settings (100 rounds, learning rate 0.1, 31 leaves, 255 bins, 20 rows
 //! per leaf, no subsampling, no early stopping) on a rayon pool of N threads and prints one
@@ -26,7 +31,8 @@ use std::time::Instant;
 use quarry_featurize::matrix::{FeatureColumn, FeatureKind, FeatureMatrix, Predictions, Target};
 use quarry_featurize::metric::Task;
 use quarry_featurize::{Featurizer, TargetEncoder, load_table};
-use quarry_learners::gbdt::{self, TreeParams};
+use quarry_learners::family::tree_defaults;
+use quarry_learners::gbdt::{self, TreeMode, TreeParams};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -44,6 +50,8 @@ struct Args {
     dump_only: bool,
     model_json: Option<PathBuf>,
     seed: u64,
+    mode: TreeMode,
+    rows: Option<usize>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -59,6 +67,8 @@ fn parse_args() -> Res<Args> {
         dump_only: false,
         model_json: None,
         seed: 0,
+        mode: TreeMode::Gbdt,
+        rows: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,12 +82,21 @@ fn parse_args() -> Res<Args> {
             "--repeat" => a.repeat = value()?.parse::<usize>()?.max(1),
             "--dump" => a.dump = Some(value()?.into()),
             "--seed" => a.seed = value()?.parse()?,
+            "--rows" => a.rows = Some(value()?.parse()?),
+            "--mode" => {
+                a.mode = match value()?.as_str() {
+                    "gbdt" => TreeMode::Gbdt,
+                    "random_forest" => TreeMode::RandomForest,
+                    "extra_trees" => TreeMode::ExtraTrees,
+                    other => return Err(format!("unknown --mode {other:?}").into()),
+                }
+            }
             "--synthetic" => a.synthetic = true,
             "--dump-only" => a.dump_only = true,
             "--model-json" => a.model_json = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
-                    "gbdt_bench (--synthetic | --train F --test F --target COL) [--name N] [--threads N] [--repeat R] [--dump DIR [--dump-only]] [--model-json FILE] [--seed S]"
+                    "gbdt_bench (--synthetic | --train F --test F --target COL) [--name N] [--threads N] [--repeat R] [--dump DIR [--dump-only]] [--model-json FILE] [--seed S] [--mode gbdt|random_forest|extra_trees] [--rows N]"
                 );
                 std::process::exit(0);
             }
@@ -191,8 +210,17 @@ fn dump(dir: &Path, data: &Data) -> Res<()> {
     Ok(())
 }
 
-/// The benchmark's fixed settings (the LightGBM side mirrors them).
-fn bench_params() -> TreeParams {
+/// The benchmark's fixed settings (the LightGBM side mirrors them for GBDT); forests take the
+/// search's forest defaults with the same tree count and bins.
+fn bench_params(mode: TreeMode) -> TreeParams {
+    if mode != TreeMode::Gbdt {
+        return TreeParams {
+            n_estimators: 100,
+            max_bin: 255,
+            early_stopping_rounds: 0,
+            ..tree_defaults(mode)
+        };
+    }
     TreeParams {
         n_estimators: 100,
         learning_rate: 0.1,
@@ -222,6 +250,12 @@ fn main() -> Res<()> {
         });
         from_csv(train, test, target, name)?
     };
+    let mut data = data;
+    if let Some(n) = args.rows.filter(|&n| n < data.train.0.n_rows) {
+        let keep: Vec<usize> = (0..n).collect();
+        data.train = (data.train.0.select_rows(&keep), data.train.1.select_rows(&keep));
+        data.name = format!("{}_first{n}", data.name);
+    }
     if let Some(dir) = &args.dump {
         dump(dir, &data)?;
     }
@@ -229,7 +263,7 @@ fn main() -> Res<()> {
         return Ok(());
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
-    let params = bench_params();
+    let params = bench_params(args.mode);
     let metric = data.task.default_metric();
     let (tx, ty) = &data.train;
     let (vx, vy) = &data.test;
@@ -256,6 +290,7 @@ fn main() -> Res<()> {
     let fit_s = fits.iter().copied().fold(f64::INFINITY, f64::min);
     let line = serde_json::json!({
         "engine": "quarry",
+        "mode": format!("{:?}", args.mode),
         "dataset": data.name,
         "task": data.task,
         "threads": args.threads,

@@ -5,7 +5,9 @@ pub enum TrainError {
     InvalidParam { name: String, message: String },
     #[error("unknown parameter {name:?} for family {family}")]
     UnknownParam { family: String, name: String },
-    #[error("unknown model family {0:?}; choose one of gbdt, random_forest, extra_trees, linear")]
+    #[error(
+        "unknown model family {0:?}; choose one of gbdt, random_forest, extra_trees, linear, knn, naive_bayes"
+    )]
     UnknownFamily(String),
     #[error("training data: {0}")]
     Data(String),

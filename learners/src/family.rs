@@ -6,7 +6,9 @@ use std::fmt;
 
 use crate::error::{Result, TrainError};
 use crate::gbdt::{self, TreeEnsemble, TreeMode, TreeParams};
+use crate::knn::{self, KnnModel, KnnParams};
 use crate::linear::{self, LinearModel, LinearParams};
+use crate::naive_bayes::{self, NaiveBayesModel, NaiveBayesParams};
 use crate::params::{ParamMap, ParamReader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -16,10 +18,19 @@ pub enum Family {
     RandomForest,
     ExtraTrees,
     Linear,
+    Knn,
+    NaiveBayes,
 }
 
 impl Family {
-    pub const ALL: [Family; 4] = [Family::Gbdt, Family::RandomForest, Family::ExtraTrees, Family::Linear];
+    pub const ALL: [Family; 6] = [
+        Family::Gbdt,
+        Family::RandomForest,
+        Family::ExtraTrees,
+        Family::Linear,
+        Family::Knn,
+        Family::NaiveBayes,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -27,6 +38,8 @@ impl Family {
             Family::RandomForest => "random_forest",
             Family::ExtraTrees => "extra_trees",
             Family::Linear => "linear",
+            Family::Knn => "knn",
+            Family::NaiveBayes => "naive_bayes",
         }
     }
 
@@ -47,7 +60,7 @@ impl Family {
             Family::Gbdt => Some(TreeMode::Gbdt),
             Family::RandomForest => Some(TreeMode::RandomForest),
             Family::ExtraTrees => Some(TreeMode::ExtraTrees),
-            Family::Linear => None,
+            Family::Linear | Family::Knn | Family::NaiveBayes => None,
         }
     }
 }
@@ -59,7 +72,7 @@ impl fmt::Display for Family {
 }
 
 /// The defaults a family starts from, in LightGBM's scikit-learn names.
-fn tree_defaults(mode: TreeMode) -> TreeParams {
+pub fn tree_defaults(mode: TreeMode) -> TreeParams {
     let mut p = TreeParams { mode, ..TreeParams::default() };
     if mode != TreeMode::Gbdt {
         // Forests grow deep, decorrelated trees; these follow scikit-learn's spirit.
@@ -99,13 +112,17 @@ fn tree_params(mode: TreeMode, r: &mut ParamReader<'_>) -> Result<TreeParams> {
 pub enum CheckedSpec {
     Trees(TreeParams),
     Linear(LinearParams),
+    Knn(KnnParams),
+    NaiveBayes(NaiveBayesParams),
 }
 
 pub fn check_params(family: Family, params: &ParamMap) -> Result<CheckedSpec> {
     let mut reader = ParamReader::new(family.name(), params);
-    let spec = match family.tree_mode() {
-        Some(mode) => CheckedSpec::Trees(tree_params(mode, &mut reader)?),
-        None => CheckedSpec::Linear(LinearParams::from_map(&mut reader)?),
+    let spec = match (family, family.tree_mode()) {
+        (_, Some(mode)) => CheckedSpec::Trees(tree_params(mode, &mut reader)?),
+        (Family::Knn, None) => CheckedSpec::Knn(KnnParams::from_map(&mut reader)?),
+        (Family::NaiveBayes, None) => CheckedSpec::NaiveBayes(NaiveBayesParams::from_map(&mut reader)?),
+        (_, None) => CheckedSpec::Linear(LinearParams::from_map(&mut reader)?),
     };
     reader.finish()?;
     Ok(spec)
@@ -116,6 +133,8 @@ pub fn check_params(family: Family, params: &ParamMap) -> Result<CheckedSpec> {
 pub enum FittedModel {
     Trees(TreeEnsemble),
     Linear(LinearModel),
+    Knn(KnnModel),
+    NaiveBayes(NaiveBayesModel),
 }
 
 impl FittedModel {
@@ -123,6 +142,8 @@ impl FittedModel {
         match self {
             FittedModel::Trees(m) => m.predict(x),
             FittedModel::Linear(m) => m.predict(x),
+            FittedModel::Knn(m) => m.predict(x),
+            FittedModel::NaiveBayes(m) => m.predict(x),
         }
     }
 
@@ -130,7 +151,7 @@ impl FittedModel {
     pub fn rounds(&self) -> Option<usize> {
         match self {
             FittedModel::Trees(m) => Some(m.best_iteration()),
-            FittedModel::Linear(_) => None,
+            FittedModel::Linear(_) | FittedModel::Knn(_) | FittedModel::NaiveBayes(_) => None,
         }
     }
 }
@@ -156,5 +177,55 @@ pub fn fit(
     match spec {
         CheckedSpec::Trees(p) => Ok(FittedModel::Trees(gbdt::fit(x, y, task, valid, p, seed, on_round)?)),
         CheckedSpec::Linear(p) => Ok(FittedModel::Linear(linear::fit(x, y, task, p)?)),
+        CheckedSpec::Knn(p) => Ok(FittedModel::Knn(knn::fit(x, y, task, p, seed)?)),
+        CheckedSpec::NaiveBayes(p) => Ok(FittedModel::NaiveBayes(naive_bayes::fit(x, y, task, p)?)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> ParamMap {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_family_parses_its_own_name() {
+        for f in Family::ALL {
+            assert_eq!(Family::parse(f.name()).unwrap(), f);
+        }
+        let err = Family::parse("svm").unwrap_err().to_string();
+        assert!(err.contains("knn") && err.contains("naive_bayes"), "{err}");
+    }
+
+    #[test]
+    fn knn_and_naive_bayes_params_are_checked() {
+        let knn =
+            check_params(Family::Knn, &params(&[("n_neighbors", "3"), ("weights", "distance")])).unwrap();
+        assert_eq!(
+            knn,
+            CheckedSpec::Knn(KnnParams { n_neighbors: 3, weights: crate::knn::KnnWeights::Distance })
+        );
+        assert_eq!(
+            check_params(Family::Knn, &ParamMap::new()).unwrap(),
+            CheckedSpec::Knn(KnnParams::default())
+        );
+        for bad in [("n_neighbors", "0"), ("n_neighbors", "2.5"), ("weights", "gaussian")] {
+            let err = check_params(Family::Knn, &params(&[bad])).unwrap_err();
+            assert!(matches!(err, TrainError::InvalidParam { .. }), "{bad:?}: {err}");
+        }
+        let err = check_params(Family::Knn, &params(&[("k", "3")])).unwrap_err();
+        assert!(matches!(err, TrainError::UnknownParam { .. }), "{err}");
+
+        let nb = check_params(Family::NaiveBayes, &params(&[("var_smoothing", "1e-6")])).unwrap();
+        assert_eq!(nb, CheckedSpec::NaiveBayes(NaiveBayesParams { var_smoothing: 1e-6 }));
+        for bad in ["-1", "inf", "x"] {
+            let err = check_params(Family::NaiveBayes, &params(&[("var_smoothing", bad)])).unwrap_err();
+            assert!(matches!(err, TrainError::InvalidParam { .. }), "{bad}: {err}");
+        }
+        let err = check_params(Family::NaiveBayes, &params(&[("n_neighbors", "3")])).unwrap_err();
+        assert!(matches!(err, TrainError::UnknownParam { .. }), "{err}");
     }
 }

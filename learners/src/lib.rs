@@ -1,9 +1,12 @@
 //! Model families behind one interface, and the pipeline that joins a fitted featurizer to a model.
 
+pub mod design;
 pub mod error;
 pub mod family;
 pub mod gbdt;
+pub mod knn;
 pub mod linear;
+pub mod naive_bayes;
 pub mod params;
 pub mod pipeline;
 

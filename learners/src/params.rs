@@ -59,6 +59,20 @@ impl<'a> ParamReader<'a> {
         }
     }
 
+    /// One of `choices` (the first is the default when the parameter is absent).
+    pub fn choice(&mut self, name: &'static str, choices: &[&'static str]) -> Result<&'static str> {
+        let default = choices.first().copied().unwrap_or_default();
+        match self.raw(name) {
+            None => Ok(default),
+            Some(s) => {
+                choices.iter().copied().find(|c| *c == s.trim()).ok_or_else(|| TrainError::InvalidParam {
+                    name: name.into(),
+                    message: format!("{s:?} is not one of {}", choices.join(", ")),
+                })
+            }
+        }
+    }
+
     /// Fails on any parameter the family did not read.
     pub fn finish(self) -> Result<()> {
         match self.params.keys().find(|k| !self.read.contains(k.as_str())) {

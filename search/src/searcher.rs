@@ -241,7 +241,7 @@ mod tests {
         ]
     }
 
-    const FAMILIES: [&str; 4] = ["gbdt", "random_forest", "extra_trees", "linear"];
+    const FAMILIES: [&str; 6] = ["gbdt", "random_forest", "extra_trees", "linear", "knn", "naive_bayes"];
 
     /// One body, every searcher: suggestions lie in their family's space, the same seed
     /// replays the same sequence, and failures or NaN losses are taken in stride.

@@ -163,6 +163,17 @@ pub fn space_for(family: &str, shape: DataShape) -> Option<Space> {
             ("min_child_samples", Domain::LogInt { low: 1, high: 20 }),
         ],
         "linear" => vec![("alpha", Domain::LogUniform { low: 1e-5, high: 10.0 })],
+        "knn" => vec![
+            ("n_neighbors", Domain::LogInt { low: 1, high: 50 }),
+            (
+                "weights",
+                Domain::Categorical(vec![
+                    ParamValue::Str("uniform".into()),
+                    ParamValue::Str("distance".into()),
+                ]),
+            ),
+        ],
+        "naive_bayes" => vec![("var_smoothing", Domain::LogUniform { low: 1e-12, high: 1e-3 })],
         _ => return None,
     };
     Some(Space { params: params.into_iter().map(|(n, d)| (n.to_string(), d)).collect() })
@@ -202,6 +213,8 @@ pub fn portfolio(family: &str, shape: DataShape) -> Vec<Config> {
             ("min_child_samples", i(if shape.n_rows > 50_000 { 5 } else { 1 })),
         ])],
         "linear" => vec![cfg(&[("alpha", f(1e-3))])],
+        "knn" => vec![cfg(&[("n_neighbors", i(15)), ("weights", ParamValue::Str("distance".into()))])],
+        "naive_bayes" => vec![cfg(&[("var_smoothing", f(1e-9))])],
         _ => Vec::new(),
     }
 }
@@ -235,12 +248,13 @@ mod tests {
 
     #[test]
     fn portfolio_configs_lie_in_the_space() {
-        for fam in ["gbdt", "random_forest", "extra_trees", "linear"] {
+        for fam in ["gbdt", "random_forest", "extra_trees", "linear", "knn", "naive_bayes"] {
             let space = space_for(fam, shape()).unwrap();
             for cfg in portfolio(fam, shape()) {
                 for (name, _) in &space.params {
                     assert!(cfg.contains_key(name), "{fam} portfolio lacks {name}");
                 }
+                assert!(space.contains(&cfg), "{fam} portfolio config {cfg:?} lies outside its space");
             }
         }
     }
