@@ -70,7 +70,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     let reserve = |best: Option<&LeaderboardEntry>| {
         // Only a holdout run refits; k-fold runs bag their fold models.
         let refit = best.filter(|_| n_folds == 1).map_or(Duration::ZERO, |b| refit_estimate(b, n_folds));
-        refit + Duration::from_millis(300) + budget.map_or(Duration::ZERO, |b| b.mul_f64(0.01))
+        refit + Duration::from_millis(600) + budget.map_or(Duration::ZERO, |b| b.mul_f64(0.015))
     };
 
     let bar = progress_bar(budget, args.max_trials);

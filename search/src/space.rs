@@ -143,8 +143,24 @@ fn i(v: i64) -> ParamValue {
     ParamValue::Int(v)
 }
 
-/// The space of a family (by its registry name); `None` for a family search does not know.
+/// Rows each forest tree sees at most: a deep tree on 300k rows takes seconds, and a trial
+/// can only be stopped between trees, so large data is subsampled per tree (as
+/// scikit-learn's `max_samples`).
+const FOREST_MAX_ROWS_PER_TREE: usize = 20_000;
+/// Past this many rows a brute-force neighbour search costs more than any budget allows,
+/// and it cannot be interrupted.
+const KNN_MAX_ROWS: usize = 20_000;
+
+fn forest_subsample(shape: DataShape) -> f64 {
+    (FOREST_MAX_ROWS_PER_TREE as f64 / shape.n_rows.max(1) as f64).min(1.0)
+}
+
+/// The space of a family (by its registry name); `None` for a family search does not know
+/// or that does not suit data of this size.
 pub fn space_for(family: &str, shape: DataShape) -> Option<Space> {
+    if family == "knn" && shape.n_rows > KNN_MAX_ROWS {
+        return None;
+    }
     let max_leaves = ((shape.n_rows / 4).clamp(4, 512)) as i64;
     let max_child = ((shape.n_rows / 10).clamp(2, 200)) as i64;
     let params: Vec<(&str, Domain)> = match family {
@@ -161,6 +177,7 @@ pub fn space_for(family: &str, shape: DataShape) -> Option<Space> {
             ("n_estimators", Domain::LogInt { low: 50, high: 300 }),
             ("colsample_bytree", Domain::Uniform { low: 0.2, high: 1.0 }),
             ("min_child_samples", Domain::LogInt { low: 1, high: 20 }),
+            ("subsample", Domain::Categorical(vec![f(forest_subsample(shape))])),
         ],
         "linear" => vec![("alpha", Domain::LogUniform { low: 1e-5, high: 10.0 })],
         "knn" => vec![
@@ -211,6 +228,7 @@ pub fn portfolio(family: &str, shape: DataShape) -> Vec<Config> {
             ("n_estimators", i(if shape.n_rows > 50_000 { 60 } else { 150 })),
             ("colsample_bytree", f(0.6)),
             ("min_child_samples", i(if shape.n_rows > 50_000 { 5 } else { 1 })),
+            ("subsample", f(forest_subsample(shape))),
         ])],
         "linear" => vec![cfg(&[("alpha", f(1e-3))])],
         "knn" => vec![cfg(&[("n_neighbors", i(15)), ("weights", ParamValue::Str("distance".into()))])],
