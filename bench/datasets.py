@@ -50,7 +50,11 @@ def main():
             pred = subprocess.run([args.quarry, "predict", "--model", run, "--data", test, "--out", os.path.join(tmp, "p.csv")],
                                   capture_output=True, text=True)
             n_pred = sum(1 for _ in open(os.path.join(tmp, "p.csv"))) - 1 if pred.returncode == 0 else -1
-            note = f"{runrec['n_trials']} trials, best {runrec['best_family']}, {runrec['final_model']}, {n_pred} predictions"
+            final = runrec["final_model"]
+            kind = final.get("kind", "?") if isinstance(final, dict) else final
+            if kind == "ensemble":
+                kind = f"ensemble of {len(final['members'])}"
+            note = f"{runrec['n_trials']} trials, best single {runrec['best_family']}, final {kind}, {n_pred} predictions"
             rows.append((name, metric, score, runrec, wall, note))
         print(f"{name}: {metric}={score} wall={wall:.1f}s {note}", file=sys.stderr, flush=True)
     print(f"| dataset | metric | quarry ({args.budget}) | trivial | lightgbm | flaml (60 s) | beats trivial | quarry wall s | notes |")

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::args::FitArgs;
 use crate::final_model::{FinalModel, LocalExecutor, final_members, refit_estimate};
 use crate::output::{default_run_dir, print_leaderboard, write_json};
-use crate::prepare::{Prepared, prepare};
+use crate::prepare::{Prepared, prepare, thread_count};
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
 
@@ -30,11 +30,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     if args.max_trials == Some(0) {
         bail!("--max-trials must be at least 1");
     }
-    let threads = match args.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => t,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = thread_count(args.threads)?;
 
     let prepared = prepare(&args.data, &args.target, args.task, args.metric.as_deref(), &args.columns)?;
     let dataset = prepared.dataset_record();

@@ -11,6 +11,15 @@ use serde_json::json;
 
 use crate::args::{ColumnArgs, TaskArg};
 
+/// `--threads`: at least one; all cores when not given.
+pub fn thread_count(arg: Option<usize>) -> Result<usize> {
+    match arg {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(t) => Ok(t),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
 pub struct Prepared {
     pub path: PathBuf,
     pub content_hash: String,

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::args::TrainArgs;
 use crate::output::{default_run_dir, print_leaderboard, write_json};
-use crate::prepare::{Prepared, prepare};
+use crate::prepare::{Prepared, prepare, thread_count};
 
 fn parse_params(args: &[String]) -> Result<ParamMap> {
     let mut out = ParamMap::new();
@@ -44,11 +44,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let params = parse_params(&args.params)?;
     // Parameters are checked before any data is read.
     let spec = check_params(family, &params)?;
-    let threads = match args.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => t,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = thread_count(args.threads)?;
     let prepared = prepare(&args.data, &args.target, args.task, args.metric.as_deref(), &args.columns)?;
     let dataset = prepared.dataset_record();
     let Prepared { encoder, metric, featurizer, x, y, guard, .. } = prepared;

@@ -42,6 +42,16 @@ pub struct FamilyStats {
     pub best: Option<(f64, Config)>,
 }
 
+/// The spaces of the families that suit data of this shape; an error when none does.
+fn family_spaces(families: &[&str], shape: DataShape) -> Result<Vec<(String, Space)>, SearchError> {
+    let spaces: Vec<(String, Space)> =
+        families.iter().filter_map(|f| space_for(f, shape).map(|s| (f.to_string(), s))).collect();
+    if spaces.is_empty() {
+        return Err(SearchError::NoFamilies);
+    }
+    Ok(spaces)
+}
+
 /// Zero-shot portfolio first, then local moves around each family's best config, with the
 /// family picked by how good and how cheap it has been.
 pub struct LocalSearcher {
@@ -53,11 +63,7 @@ pub struct LocalSearcher {
 
 impl LocalSearcher {
     pub fn new(families: &[&str], shape: DataShape, rng: ChaCha8Rng) -> Result<LocalSearcher, SearchError> {
-        let spaces: Vec<(String, Space)> =
-            families.iter().filter_map(|f| space_for(f, shape).map(|s| (f.to_string(), s))).collect();
-        if spaces.is_empty() {
-            return Err(SearchError::NoFamilies);
-        }
+        let spaces = family_spaces(families, shape)?;
         // Portfolio round-robin: each family's first (cheapest, safest) config, then the seconds.
         let portfolios: Vec<Vec<Config>> = spaces.iter().map(|(f, _)| portfolio(f, shape)).collect();
         let depth = portfolios.iter().map(Vec::len).max().unwrap_or(0);
@@ -160,11 +166,7 @@ pub struct RandomSearcher {
 
 impl RandomSearcher {
     pub fn new(families: &[&str], shape: DataShape, rng: ChaCha8Rng) -> Result<RandomSearcher, SearchError> {
-        let spaces: Vec<(String, Space)> =
-            families.iter().filter_map(|f| space_for(f, shape).map(|s| (f.to_string(), s))).collect();
-        if spaces.is_empty() {
-            return Err(SearchError::NoFamilies);
-        }
+        let spaces = family_spaces(families, shape)?;
         Ok(RandomSearcher { spaces, rng })
     }
 }
