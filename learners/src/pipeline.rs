@@ -11,7 +11,7 @@ use crate::family::{Family, FittedModel};
 use crate::params::ParamMap;
 
 /// Bumped whenever the bundle layout changes incompatibly.
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
 const BUNDLE_FILE: &str = "pipeline.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
