@@ -113,7 +113,8 @@ impl TryFrom<TreeRepr> for Tree {
             };
             // Children always come after their parent, so traversal cannot loop.
             let child_ok = |c: u32| (c as usize) > i && (c as usize) < len;
-            if !node.is_leaf() && !(child_ok(node.left) && child_ok(node.right)) {
+            let children_ok = child_ok(node.left) && child_ok(node.right);
+            if !node.is_leaf() && !children_ok {
                 return Err(format!("node {i} points outside the tree"));
             }
             if (node.cat_start as usize + node.cat_words as usize) > r.cat_bits.len() {
