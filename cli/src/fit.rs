@@ -99,15 +99,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
 
     let (final_model, members) = final_members(executor, &board, deadline, n_folds, args.seed)?;
-    let pipeline = Pipeline {
-        format_version: quarry_learners::BUNDLE_FORMAT_VERSION,
-        quarry_version: env!("CARGO_PKG_VERSION").to_string(),
-        task,
-        metric,
-        featurizer,
-        target: encoder,
-        members,
-    };
+    let pipeline = Pipeline::new(task, metric, featurizer, encoder, members);
     pipeline.save(&out_dir.join("model"))?;
     write_json(&out_dir.join("leaderboard.json"), &board)?;
     write_json(&out_dir.join("guardrails.json"), &guard)?;

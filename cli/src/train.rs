@@ -91,15 +91,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(d) => d.clone(),
         None => default_run_dir(Path::new("runs"))?,
     };
-    let pipeline = Pipeline {
-        format_version: quarry_learners::BUNDLE_FORMAT_VERSION,
-        quarry_version: env!("CARGO_PKG_VERSION").to_string(),
-        task,
-        metric,
-        featurizer,
-        target: encoder,
-        members: vec![Member { weight: 1.0, family, params, model }],
-    };
+    let pipeline =
+        Pipeline::new(task, metric, featurizer, encoder, vec![Member { weight: 1.0, family, params, model }]);
     pipeline.save(&out_dir.join("model"))?;
     let board = vec![entry];
     write_json(&out_dir.join("leaderboard.json"), &board)?;

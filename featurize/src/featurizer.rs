@@ -392,14 +392,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn transform_matches_by_name_and_handles_unseen_levels() {
-        let train = table(&[
+    fn small_train() -> Table {
+        table(&[
             ("num", &["1", "2", "", "4"]),
             ("cat", &["a", "b", "a", "b"]),
             ("when", &["2020-01-01", "2020-06-01", "2021-01-01", ""]),
             ("y", &["0", "1", "0", "1"]),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn transform_matches_by_name_and_handles_unseen_levels() {
+        let train = small_train();
         let f = Featurizer::fit(&train, &["y"]).unwrap();
         let m = f.transform(&train).unwrap();
         assert_eq!(m.columns[0].values[..2], [1.0, 2.0]);
@@ -517,12 +521,7 @@ mod tests {
 
     #[test]
     fn transform_owned_matches_transform() {
-        let train = table(&[
-            ("num", &["1", "2", "", "4"]),
-            ("cat", &["a", "b", "a", "b"]),
-            ("when", &["2020-01-01", "2020-06-01", "2021-01-01", ""]),
-            ("y", &["0", "1", "0", "1"]),
-        ]);
+        let train = small_train();
         let f = Featurizer::fit(&train, &["y"]).unwrap();
         let by_ref = f.transform(&train).unwrap();
         let owned = f.transform_owned(train).unwrap();

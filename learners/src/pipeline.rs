@@ -35,6 +35,25 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A pipeline stamped with this build's bundle format and version.
+    pub fn new(
+        task: Task,
+        metric: Metric,
+        featurizer: Featurizer,
+        target: TargetEncoder,
+        members: Vec<Member>,
+    ) -> Pipeline {
+        Pipeline {
+            format_version: BUNDLE_FORMAT_VERSION,
+            quarry_version: env!("CARGO_PKG_VERSION").to_string(),
+            task,
+            metric,
+            featurizer,
+            target,
+            members,
+        }
+    }
+
     pub fn predict(&self, table: &Table) -> Result<Predictions> {
         let x = self.featurizer.transform(table).map_err(|e| TrainError::Data(e.to_string()))?;
         let total: f64 = self.members.iter().map(|m| m.weight).sum();
