@@ -126,6 +126,10 @@ pub struct FitArgs {
     pub max_trials: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Validate by group: rows sharing this column's value never sit on both sides of a fold
+    /// (the column is not used as a feature).
+    #[arg(long)]
+    pub group_column: Option<String>,
     /// Stops unpromising boosted trials early: fifo (never), median (median stopping rule), asha.
     #[arg(long, value_enum, default_value = "fifo")]
     pub scheduler: SchedulerArg,

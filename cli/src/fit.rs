@@ -32,18 +32,29 @@ pub fn run(args: FitArgs) -> Result<()> {
     }
     let threads = thread_count(args.threads)?;
 
-    let prepared = prepare(&args.data, &args.target, args.task, args.metric.as_deref(), &args.columns)?;
+    let prepared = prepare(
+        &args.data,
+        &args.target,
+        args.task,
+        args.metric.as_deref(),
+        &args.columns,
+        args.group_column.as_deref(),
+    )?;
     let dataset = prepared.dataset_record();
-    let Prepared { encoder, metric, featurizer, x, y, guard, .. } = prepared;
+    let Prepared { encoder, metric, featurizer, x, y, guard, groups, .. } = prepared;
     let task = encoder.task;
     let codes = match &y {
         Target::Classes { codes, .. } => Some(codes.as_slice()),
         Target::Values(_) => None,
     };
-    let plan = ValidationPlan::choose(x.n_rows, codes, args.seed)?;
+    let plan = match &groups {
+        Some(g) => ValidationPlan::choose_grouped(g, args.seed)?,
+        None => ValidationPlan::choose(x.n_rows, codes, args.seed)?,
+    };
     let shape = DataShape { n_rows: x.n_rows, n_features: x.n_features(), n_classes: y.n_classes() };
     let n_folds = plan.folds.len();
     let plan_kind = plan.kind;
+    let grouped_by = args.group_column.clone().filter(|_| plan.grouped);
     let runner = TrialRunner::new(TrialData { x, y, task, metric, plan }, threads)?;
 
     let out_dir = match &args.out {
@@ -113,6 +124,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         "schema": pipeline.featurizer.columns,
         "n_features": shape.n_features,
         "validation": plan_kind,
+        "validation_grouped_by": grouped_by,
         "seed": args.seed,
         "budget_seconds": budget.map(|b| b.as_secs_f64()),
         "max_trials": args.max_trials,

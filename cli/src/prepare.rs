@@ -31,6 +31,8 @@ pub struct Prepared {
     pub guard: Guardrails,
     pub n_columns: usize,
     pub n_dropped: usize,
+    /// Group id per training row, from `--group-column` (not a feature).
+    pub groups: Option<Vec<u32>>,
 }
 
 impl TaskArg {
@@ -52,6 +54,7 @@ pub fn prepare(
     task: TaskArg,
     metric: Option<&str>,
     columns: &ColumnArgs,
+    group_column: Option<&str>,
 ) -> Result<Prepared> {
     let LoadedTable { table, content_hash, path } = load_table(data)?;
     let encoder =
@@ -61,7 +64,17 @@ pub fn prepare(
         None => encoder.task.default_metric(),
     };
     metric.check_task(encoder.task)?;
-    let overrides = columns.overrides()?;
+    let mut overrides = columns.overrides()?;
+    if let Some(g) = group_column {
+        if table.column(g).is_none() {
+            anyhow::bail!("{}: --group-column {g:?} is not a column of the file", path.display());
+        }
+        if g == target {
+            anyhow::bail!("--group-column cannot be the target column");
+        }
+        // Groups decide the folds; as a feature they would only let models memorise groups.
+        overrides.drop.insert(g.to_string());
+    }
     let (y, kept) = encoder.encode(&table).with_context(|| path.display().to_string())?;
     let n_dropped = table.n_rows - kept.len();
     let filtered = (n_dropped > 0).then(|| table.select_rows(&kept));
@@ -72,6 +85,16 @@ pub fn prepare(
         eprintln!("{line}");
     }
     let n_columns = table.columns.len();
+    let groups = group_column.and_then(|g| filtered.as_ref().unwrap_or(&table).column(g)).map(|c| {
+        // Dense ids in order of first appearance; missing values form a group of their own.
+        let mut ids: std::collections::HashMap<Option<String>, u32> = std::collections::HashMap::new();
+        (0..c.values.len())
+            .map(|i| {
+                let next = ids.len() as u32;
+                *ids.entry(c.values.text(i).map(|s| s.into_owned())).or_insert(next)
+            })
+            .collect::<Vec<u32>>()
+    });
     // The raw table is consumed column by column: it and the features never peak together.
     let x = match filtered {
         Some(rows) => {
@@ -80,7 +103,19 @@ pub fn prepare(
         }
         None => featurizer.transform_owned(table)?,
     };
-    Ok(Prepared { path, content_hash, encoder, metric, featurizer, x, y, guard, n_columns, n_dropped })
+    Ok(Prepared {
+        path,
+        content_hash,
+        encoder,
+        metric,
+        featurizer,
+        x,
+        y,
+        guard,
+        n_columns,
+        n_dropped,
+        groups,
+    })
 }
 
 impl Prepared {

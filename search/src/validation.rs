@@ -24,6 +24,9 @@ pub enum ValidationKind {
 pub struct ValidationPlan {
     pub kind: ValidationKind,
     pub stratified: bool,
+    /// Rows of one group (`--group-column`) never sit on both sides of a fold.
+    #[serde(default)]
+    pub grouped: bool,
     pub folds: Vec<Fold>,
 }
 
@@ -34,14 +37,7 @@ const KFOLD_MAX_ROWS: usize = 20_000;
 impl ValidationPlan {
     /// Picks the scheme by size. `classes` (codes per row) makes the split stratified.
     pub fn choose(n_rows: usize, classes: Option<&[u32]>, seed: u64) -> Result<ValidationPlan, SearchError> {
-        let kind = if n_rows <= 5_000 {
-            ValidationKind::KFold { k: 5 }
-        } else if n_rows <= KFOLD_MAX_ROWS {
-            ValidationKind::KFold { k: 3 }
-        } else {
-            ValidationKind::Holdout { valid_percent: 20 }
-        };
-        ValidationPlan::build(kind, n_rows, classes, seed)
+        ValidationPlan::build(ValidationPlan::size_rule(n_rows), n_rows, classes, seed)
     }
 
     pub fn build(
@@ -50,15 +46,7 @@ impl ValidationPlan {
         classes: Option<&[u32]>,
         seed: u64,
     ) -> Result<ValidationPlan, SearchError> {
-        let n_parts = match kind {
-            ValidationKind::KFold { k } => k,
-            ValidationKind::Holdout { valid_percent } => {
-                if valid_percent == 0 || valid_percent >= 100 {
-                    return Err(SearchError::Validation("holdout percent must be in 1..99".into()));
-                }
-                (100 / valid_percent).max(2)
-            }
-        };
+        let n_parts = kind.n_parts()?;
         if n_rows < n_parts.max(2) {
             return Err(SearchError::Validation(format!(
                 "{n_rows} rows is too few to validate (need at least {})",
@@ -95,7 +83,68 @@ impl ValidationPlan {
         if folds.iter().any(|f| f.train.is_empty() || f.valid.is_empty()) {
             return Err(SearchError::Validation("a fold came out empty".into()));
         }
-        Ok(ValidationPlan { kind, stratified: classes.is_some(), folds })
+        Ok(ValidationPlan { kind, stratified: classes.is_some(), grouped: false, folds })
+    }
+
+    /// Like [`ValidationPlan::choose`], but whole groups go to one part: `groups[row]` is the
+    /// row's group id. Groups are dealt, largest first (ties in seeded random order), to the
+    /// part holding the fewest rows so far, so parts stay near equal in size.
+    pub fn choose_grouped(groups: &[u32], seed: u64) -> Result<ValidationPlan, SearchError> {
+        let n_rows = groups.len();
+        let kind = ValidationPlan::size_rule(n_rows);
+        let n_parts = kind.n_parts()?;
+        let n_groups = groups.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
+        let mut sizes = vec![0usize; n_groups];
+        for &g in groups {
+            sizes[g as usize] += 1;
+        }
+        let mut order: Vec<usize> = (0..n_groups).filter(|&g| sizes[g] > 0).collect();
+        if order.len() < n_parts.max(2) {
+            return Err(SearchError::Validation(format!(
+                "{} groups is too few to validate by group (need at least {})",
+                order.len(),
+                n_parts.max(2)
+            )));
+        }
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        order.sort_by(|a, b| sizes[*b].cmp(&sizes[*a]));
+        let mut part_rows = vec![0usize; n_parts];
+        let mut part_of_group = vec![0usize; n_groups];
+        for g in order {
+            let p = (0..n_parts).min_by_key(|&p| (part_rows[p], p)).unwrap_or(0);
+            part_of_group[g] = p;
+            part_rows[p] += sizes[g];
+        }
+        let part_of: Vec<usize> = groups.iter().map(|&g| part_of_group[g as usize]).collect();
+        let folds: Vec<Fold> = match kind {
+            ValidationKind::KFold { k } => (0..k).map(|f| split(&part_of, |p| p == f)).collect(),
+            ValidationKind::Holdout { .. } => vec![split(&part_of, |p| p == 0)],
+        };
+        Ok(ValidationPlan { kind, stratified: false, grouped: true, folds })
+    }
+
+    fn size_rule(n_rows: usize) -> ValidationKind {
+        if n_rows <= 5_000 {
+            ValidationKind::KFold { k: 5 }
+        } else if n_rows <= KFOLD_MAX_ROWS {
+            ValidationKind::KFold { k: 3 }
+        } else {
+            ValidationKind::Holdout { valid_percent: 20 }
+        }
+    }
+}
+
+impl ValidationKind {
+    fn n_parts(self) -> Result<usize, SearchError> {
+        match self {
+            ValidationKind::KFold { k } => Ok(k),
+            ValidationKind::Holdout { valid_percent } => {
+                if valid_percent == 0 || valid_percent >= 100 {
+                    return Err(SearchError::Validation("holdout percent must be in 1..99".into()));
+                }
+                Ok((100 / valid_percent).max(2))
+            }
+        }
     }
 }
 
@@ -139,6 +188,25 @@ mod tests {
         let plan = ValidationPlan::choose(50_000, None, 1).unwrap();
         assert_eq!(plan.folds.len(), 1);
         assert_eq!(plan.folds[0].valid.len(), 10_000);
+    }
+
+    #[test]
+    fn groups_never_straddle_a_fold() {
+        // 40 groups of varied size; every group's rows land in one validation part only.
+        let groups: Vec<u32> = (0..600u32).map(|i| (i * 7 + i / 13) % 40).collect();
+        let plan = ValidationPlan::choose_grouped(&groups, 3).unwrap();
+        assert!(plan.grouped);
+        assert_eq!(plan.folds.len(), 5);
+        for f in &plan.folds {
+            let valid: std::collections::BTreeSet<u32> = f.valid.iter().map(|&i| groups[i]).collect();
+            assert!(f.train.iter().all(|&i| !valid.contains(&groups[i])), "a group is on both sides");
+            // Balanced: each part within a group's size of 600 / 5.
+            assert!((100..=140).contains(&f.valid.len()), "{}", f.valid.len());
+        }
+        let mut seen = vec![0; 600];
+        plan.folds.iter().for_each(|f| f.valid.iter().for_each(|&i| seen[i] += 1));
+        assert!(seen.iter().all(|&s| s == 1));
+        assert!(ValidationPlan::choose_grouped(&[0, 0, 1, 1], 1).is_err(), "2 groups < 5 folds");
     }
 
     #[test]

@@ -302,3 +302,40 @@ fn train_every_family_beats_trivial_and_is_deterministic() {
     let err = String::from_utf8_lossy(&nb.stderr);
     assert!(err.contains("naive") && err.contains("regression"), "{err}");
 }
+
+#[test]
+fn group_column_splits_by_group_and_is_not_a_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    fit(
+        &example("cars/train.csv"),
+        "Miles_per_Gallon",
+        &run,
+        &["--max-trials", "3", "--group-column", "Year"],
+    );
+    let record = read_json(&run.join("run.json"));
+    assert_eq!(record["validation_grouped_by"], "Year");
+    let year = record["schema"].as_array().unwrap().iter().find(|c| c["name"] == "Year").unwrap().clone();
+    assert_eq!(year["transform"]["type"], "dropped");
+
+    // Three islands cannot make five folds: a clear error, exit 2.
+    let out = quarry(&[
+        "fit",
+        "--data",
+        example("penguins/train.csv").to_str().unwrap(),
+        "--target",
+        "species",
+        "--max-trials",
+        "1",
+        "--group-column",
+        "island",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("3 groups is too few"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
