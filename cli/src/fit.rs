@@ -75,9 +75,16 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     // Time kept after the search: the refit of the current best, plus writing the run folder.
     let reserve = |best: Option<&LeaderboardEntry>| {
-        // Only a holdout run refits; k-fold runs bag their fold models.
-        let refit = best.filter(|_| n_folds == 1).map_or(Duration::ZERO, |b| refit_estimate(b, n_folds));
-        refit + Duration::from_millis(600) + budget.map_or(Duration::ZERO, |b| b.mul_f64(0.015))
+        let base = Duration::from_millis(600) + budget.map_or(Duration::ZERO, |b| b.mul_f64(0.015));
+        // Only a holdout run refits (k-fold runs bag their fold models), and only when the refit
+        // still fits: time that cannot buy a refit is better spent searching.
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+        let refit = best
+            .filter(|_| n_folds == 1)
+            .map(|b| refit_estimate(b, n_folds))
+            .filter(|r| *r + base < left)
+            .unwrap_or(Duration::ZERO);
+        refit + base
     };
 
     let bar = progress_bar(budget, args.max_trials);

@@ -66,8 +66,17 @@ pub struct LinearModel {
     task: Task,
 }
 
+/// Rows a linear fit sees at most. A linear model's coefficients settle long before 300k rows,
+/// and linfa's solvers cannot be interrupted, so large data is thinned (every k-th row, no RNG).
+const MAX_FIT_ROWS: usize = 50_000;
+
 pub fn fit(x: &FeatureMatrix, y: &Target, task: Task, params: &LinearParams) -> Result<LinearModel> {
     params.check()?;
+    if x.n_rows > MAX_FIT_ROWS {
+        let step = x.n_rows.div_ceil(MAX_FIT_ROWS);
+        let rows: Vec<usize> = (0..x.n_rows).step_by(step).collect();
+        return fit(&x.select_rows(&rows), &y.select_rows(&rows), task, params);
+    }
     let prep = fit_prep(x);
     let records = design(&prep, x);
     let fit_err = |message: String| TrainError::Fit { family: "linear".into(), message };
