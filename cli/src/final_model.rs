@@ -12,6 +12,9 @@ use quarry_search::{TrialId, TrialOutcome, TrialSpec, TrialStatus};
 use quarry_worker::{TrialArtifacts, TrialRunner};
 use serde::Serialize;
 
+/// Below this much time left a holdout run does not try a refit at all.
+const MIN_REFIT_TIME: Duration = Duration::from_millis(500);
+
 /// Trials whose fold models and out-of-fold predictions are kept as ensemble candidates.
 const KEEP_TOP: usize = 20;
 /// Each family's best few are kept whatever their rank: a blend gains most from members that
@@ -156,9 +159,10 @@ pub fn final_members(
         return Ok((FinalModel::Ensemble(e), members));
     }
     if n_folds == 1 {
-        let estimate = refit_estimate(best, n_folds);
+        // Try the refit whenever time is left, even if the estimate says it may not finish: it is
+        // stopped at the deadline and the holdout model is used then, so trying costs nothing.
         let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if time_left.is_none_or(|t| t > estimate) {
+        if time_left.is_none_or(|t| t > MIN_REFIT_TIME) {
             let spec = TrialSpec {
                 id: best.id,
                 family: best.family.clone(),
