@@ -12,6 +12,19 @@ fn fit(data: &Path, target: &str, out: &Path, extra: &[&str]) {
     quarry_ok(&args);
 }
 
+/// `quarry predict`, failing the test unless it exits 0.
+fn predict(model: &Path, data: &Path, out: &Path) {
+    quarry_ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+}
+
 fn evaluate(model: &Path, data: &Path) -> serde_json::Value {
     let out = quarry_ok(&["evaluate", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()]);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("evaluate printed non-JSON ({e}): {out}"))
@@ -60,15 +73,7 @@ fn penguins_classification_end_to_end() {
 
     // Predict: one row per input row, a probability column per class summing to 1.
     let preds = dir.path().join("preds.csv");
-    quarry_ok(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--data",
-        test.to_str().unwrap(),
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
+    predict(&run, &test, &preds);
     let (header, rows) = read_csv(&preds);
     assert_eq!(header, ["prediction", "proba_Adelie", "proba_Chinstrap", "proba_Gentoo"]);
     assert_eq!(rows.len(), 69);
@@ -93,15 +98,7 @@ fn cars_regression_end_to_end() {
 
     let preds = dir.path().join("p.csv");
     let test = example("cars/test.csv");
-    quarry_ok(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--data",
-        test.to_str().unwrap(),
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
+    predict(&run, &test, &preds);
     let (header, rows) = read_csv(&preds);
     assert_eq!(header, ["prediction"]);
     assert_eq!(rows.len(), 80);
@@ -148,15 +145,7 @@ fn predict_tolerates_reordered_columns_unseen_levels_and_gaps() {
     )
     .unwrap();
     let preds = dir.path().join("p.csv");
-    quarry_ok(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--data",
-        odd.to_str().unwrap(),
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
+    predict(&run, &odd, &preds);
     let (_, rows) = read_csv(&preds);
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0][0], "Adelie", "small-billed, deep-billed bird");
