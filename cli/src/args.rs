@@ -22,6 +22,23 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Fit one model family with fixed hyperparameters (no search) and write a run folder.
     Train(TrainArgs),
+    /// Per-row Shapley values of a fitted model, one column per raw input column.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    /// A model directory (a run folder or its model/ subfolder).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output CSV: one column per raw input column, then expected_value and output.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The class to explain (default: the positive class of a binary model; required for multiclass).
+    #[arg(long)]
+    pub class: Option<String>,
 }
 
 #[derive(Args)]

@@ -13,6 +13,7 @@ use quarry_worker::{TrialData, TrialRunner};
 use serde_json::json;
 
 use crate::args::FitArgs;
+use crate::explain::{SummaryRows, write_run_explanations};
 use crate::final_model::{FinalModel, LocalExecutor, final_members, refit_estimate};
 use crate::output::{default_run_dir, print_leaderboard, write_json};
 use crate::prepare::{Prepared, prepare, thread_count};
@@ -76,6 +77,8 @@ pub fn run(args: FitArgs) -> Result<()> {
     // Time kept after the search: the refit of the current best, plus writing the run folder.
     let reserve = |best: Option<&LeaderboardEntry>| {
         let base = Duration::from_millis(600) + budget.map_or(Duration::ZERO, |b| b.mul_f64(0.015));
+        // The run folder's explanations.json (SHAP and permutation importance) runs after this.
+        let base = base + budget.map_or(Duration::ZERO, |b| b.mul_f64(crate::explain::BUDGET_SHARE));
         // Only a holdout run refits (k-fold runs bag their fold models), and only when the refit
         // still fits: time that cannot buy a refit is better spent searching.
         let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
@@ -144,6 +147,20 @@ pub fn run(args: FitArgs) -> Result<()> {
         "elapsed_seconds": start.elapsed().as_secs_f64(),
     });
     write_json(&out_dir.join("run.json"), &run_record)?;
+    let data = runner.data();
+    let (summary_x, summary_y, description) = match data.plan.folds.as_slice() {
+        [holdout] => {
+            let rows = quarry_learners::explain::sample_rows(holdout.valid.len(), 1_000, args.seed);
+            let rows: Vec<usize> = rows.iter().map(|&i| holdout.valid[i]).collect();
+            (data.x.select_rows(&rows), data.y.select_rows(&rows), "holdout validation rows (seeded sample)")
+        }
+        _ => {
+            let rows = quarry_learners::explain::sample_rows(data.x.n_rows, 1_000, args.seed);
+            (data.x.select_rows(&rows), data.y.select_rows(&rows), "training rows (seeded sample)")
+        }
+    };
+    let summary = SummaryRows { x: &summary_x, y: &summary_y, description: description.into() };
+    write_run_explanations(&out_dir, &pipeline, &data.x, summary, deadline, args.seed)?;
 
     print_leaderboard(&board, metric, 10);
     let final_score = match &final_model {

@@ -11,6 +11,7 @@ use quarry_search::{Config, ParamValue, TrialId, TrialStatus};
 use serde_json::{Map, Value, json};
 
 use crate::args::TrainArgs;
+use crate::explain::{SummaryRows, write_run_explanations};
 use crate::output::{default_run_dir, print_leaderboard, write_json};
 use crate::prepare::{Prepared, prepare, thread_count};
 
@@ -116,6 +117,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "elapsed_seconds": start.elapsed().as_secs_f64(),
     });
     write_json(&out_dir.join("run.json"), &record)?;
+    let summary_rows = match &valid {
+        Some((xv, yv)) => SummaryRows { x: xv, y: yv, description: "validation file (seeded sample)".into() },
+        None => SummaryRows { x: &x, y: &y, description: "training rows (seeded sample)".into() },
+    };
+    write_run_explanations(&out_dir, &pipeline, &x, summary_rows, None, args.seed)?;
     print_leaderboard(&board, metric, 1);
     println!("run folder: {}", out_dir.display());
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod design;
 pub mod error;
+pub mod explain;
 pub mod family;
 pub mod gbdt;
 pub mod knn;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use quarry_featurize::{Featurizer, Metric, Predictions, Table, TargetEncoder, Task};
+use quarry_featurize::{FeatureMatrix, Featurizer, Metric, Predictions, Table, TargetEncoder, Task};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -56,10 +56,15 @@ impl Pipeline {
 
     pub fn predict(&self, table: &Table) -> Result<Predictions> {
         let x = self.featurizer.transform(table).map_err(|e| TrainError::Data(e.to_string()))?;
+        self.predict_features(&x)
+    }
+
+    /// Predictions for rows already featurized by `self.featurizer`.
+    pub fn predict_features(&self, x: &FeatureMatrix) -> Result<Predictions> {
         let total: f64 = self.members.iter().map(|m| m.weight).sum();
         let mut acc: Option<Predictions> = None;
         for m in &self.members {
-            let p = m.model.predict(&x);
+            let p = m.model.predict(x);
             let w = m.weight / total;
             acc = Some(match (acc, p) {
                 (None, Predictions::Values(v)) => Predictions::Values(v.iter().map(|x| x * w).collect()),

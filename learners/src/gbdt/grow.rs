@@ -128,7 +128,7 @@ pub(crate) fn grow(
 ) -> GrownTree {
     let unit_hess = hess.iter().all(|&h| h == 1.0);
     let mut grower = Grower { data, grad, hess, features, params, unit_hess, scratch };
-    let mut nodes = vec![Node::leaf(0.0)];
+    let mut nodes = vec![Node { cover: rows.len() as u32, ..Node::leaf(0.0) }];
     let mut cat_bits: Vec<u32> = Vec::new();
     let mut stats = Stats::default();
     for &r in rows.iter() {
@@ -163,8 +163,8 @@ pub(crate) fn grow(
             start + data.partition(info.feature, &table, &mut rows[start..end], &mut grower.scratch.right);
 
         let li = nodes.len();
-        nodes.push(Node::leaf(0.0));
-        nodes.push(Node::leaf(0.0));
+        nodes.push(Node { cover: info.left.n, ..Node::leaf(0.0) });
+        nodes.push(Node { cover: info.right.n, ..Node::leaf(0.0) });
         let node = &mut nodes[node_idx];
         node.feature = info.feature as u32;
         node.left = li as u32;

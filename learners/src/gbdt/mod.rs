@@ -17,7 +17,7 @@
 
 #[doc(hidden)]
 pub mod bench;
-mod binning;
+pub(crate) mod binning;
 mod grow;
 mod histogram;
 mod objective;
@@ -25,7 +25,7 @@ mod split;
 #[cfg(test)]
 mod tests;
 mod train;
-mod tree;
+pub(crate) mod tree;
 
 use quarry_featurize::matrix::{FeatureMatrix, Predictions, Target};
 use quarry_featurize::metric::Task;
@@ -223,6 +223,44 @@ impl TreeEnsemble {
             }
         });
         raw
+    }
+
+    /// Round-major trees: tree `t` adds to output `t % n_outputs()`.
+    pub(crate) fn trees(&self) -> &[Tree] {
+        &self.trees
+    }
+
+    pub(crate) fn feature_infos(&self) -> &[FeatureInfo] {
+        &self.features
+    }
+
+    pub(crate) fn init_score(&self) -> &[f64] {
+        &self.init_score
+    }
+
+    /// Trees per round: the number of raw outputs.
+    pub(crate) fn n_outputs(&self) -> usize {
+        self.n_outputs
+    }
+
+    /// Random forest / extra trees: the output is the mean of the trees (no link function).
+    pub(crate) fn averaged(&self) -> bool {
+        self.params.mode != TreeMode::Gbdt
+    }
+
+    /// What the trees add up to per output, before any link: `init + Σ trees`, divided by the
+    /// number of rounds for averaged models (row-major, `n_outputs` per row).
+    pub(crate) fn predict_margin(&self, x: &FeatureMatrix) -> Vec<f64> {
+        let mut raw = self.predict_raw(x);
+        if self.averaged() {
+            let scale = 1.0 / self.rounds().max(1) as f64;
+            raw.iter_mut().for_each(|v| *v *= scale);
+        }
+        raw
+    }
+
+    pub(crate) fn n_rounds(&self) -> usize {
+        self.rounds()
     }
 
     pub fn n_trees(&self) -> usize {

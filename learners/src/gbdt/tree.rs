@@ -20,6 +20,9 @@ pub(crate) struct Node {
     pub cat_words: u32,
     /// Leaf output (already scaled by the learning rate).
     pub value: f64,
+    /// Training rows that reached this node (bootstrap duplicates counted): the node weights
+    /// TreeSHAP's conditional expectations use. 0 in bundles saved before covers were kept.
+    pub cover: u32,
 }
 
 impl Node {
@@ -33,6 +36,7 @@ impl Node {
             cat_start: 0,
             cat_words: 0,
             value,
+            cover: 0,
         }
     }
 
@@ -62,6 +66,9 @@ struct TreeRepr {
     cat_words: Vec<u32>,
     value: Vec<f64>,
     cat_bits: Vec<u32>,
+    /// Absent in bundles written before covers were saved (then every cover reads 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cover: Vec<u32>,
 }
 
 impl From<Tree> for TreeRepr {
@@ -77,6 +84,11 @@ impl From<Tree> for TreeRepr {
             cat_words: n.iter().map(|x| x.cat_words).collect(),
             value: n.iter().map(|x| x.value).collect(),
             cat_bits: t.cat_bits,
+            cover: if n.iter().all(|x| x.cover == 0) {
+                Vec::new()
+            } else {
+                n.iter().map(|x| x.cover).collect()
+            },
         }
     }
 }
@@ -96,7 +108,7 @@ impl TryFrom<TreeRepr> for Tree {
             r.cat_start.len(),
             r.cat_words.len(),
         ];
-        if len == 0 || lens.iter().any(|&l| l != len) {
+        if len == 0 || lens.iter().any(|&l| l != len) || !(r.cover.is_empty() || r.cover.len() == len) {
             return Err(format!("tree arrays have different lengths ({lens:?} vs {len} values)"));
         }
         let mut nodes = Vec::with_capacity(len);
@@ -110,6 +122,7 @@ impl TryFrom<TreeRepr> for Tree {
                 cat_start: r.cat_start[i],
                 cat_words: r.cat_words[i],
                 value: r.value[i],
+                cover: r.cover.get(i).copied().unwrap_or(0),
             };
             // Children always come after their parent, so traversal cannot loop.
             let child_ok = |c: u32| (c as usize) > i && (c as usize) < len;
@@ -152,6 +165,19 @@ impl Tree {
                     && (self.cat_bits[node.cat_start as usize + w] >> (b % 32)) & 1 == 1
             };
             i = if go_left { node.left } else { node.right } as usize;
+        }
+    }
+
+    /// Whether a row with value `v` of the node's feature goes to the left child (the same
+    /// routing as [`Tree::predict_row`], missing values and categories included).
+    #[inline]
+    pub(crate) fn goes_left(&self, node: &Node, v: f32, info: &FeatureInfo) -> bool {
+        if node.cat_words == 0 {
+            if v.is_nan() { node.default_left } else { v.min(f32::MAX) <= node.threshold }
+        } else {
+            let b = info.cat_bin(v);
+            let w = b / 32;
+            w < node.cat_words as usize && (self.cat_bits[node.cat_start as usize + w] >> (b % 32)) & 1 == 1
         }
     }
 
