@@ -22,6 +22,18 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Fit one model family with fixed hyperparameters (no search) and write a run folder.
     Train(TrainArgs),
+    /// Write a fitted model as one ONNX graph (featurizer + model or ensemble).
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A model directory (a run folder or its model/ subfolder).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The .onnx file to write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]

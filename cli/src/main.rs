@@ -2,6 +2,7 @@
 
 mod args;
 mod evaluate;
+mod export;
 mod final_model;
 mod fit;
 mod output;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Train(a) => train::run(a),
+        Command::Export(a) => export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

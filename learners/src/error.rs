@@ -13,6 +13,8 @@ pub enum TrainError {
     Data(String),
     #[error("{family} failed to fit: {message}")]
     Fit { family: String, message: String },
+    #[error("ONNX export: {0}")]
+    Export(String),
     #[error("model bundle: {0}")]
     Bundle(String),
 }

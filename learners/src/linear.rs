@@ -58,12 +58,12 @@ impl LinearParams {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinearModel {
-    prep: Vec<ColumnPrep>,
+    pub(crate) prep: Vec<ColumnPrep>,
     /// `n_design × n_outputs`, row-major.
-    coef: Vec<f64>,
-    intercept: Vec<f64>,
-    n_outputs: usize,
-    task: Task,
+    pub(crate) coef: Vec<f64>,
+    pub(crate) intercept: Vec<f64>,
+    pub(crate) n_outputs: usize,
+    pub(crate) task: Task,
 }
 
 /// Rows a linear fit sees at most. A linear model's coefficients settle long before 300k rows,

@@ -17,15 +17,15 @@
 
 #[doc(hidden)]
 pub mod bench;
-mod binning;
+pub(crate) mod binning;
 mod grow;
 mod histogram;
-mod objective;
+pub(crate) mod objective;
 mod split;
 #[cfg(test)]
 mod tests;
 mod train;
-mod tree;
+pub(crate) mod tree;
 
 use quarry_featurize::matrix::{FeatureMatrix, Predictions, Target};
 use quarry_featurize::metric::Task;
@@ -223,6 +223,19 @@ impl TreeEnsemble {
             }
         });
         raw
+    }
+
+    /// What the ONNX exporter reads: classes (0 for regression), trees per round, initial
+    /// scores, feature binning, the trees, and whether outputs are averaged (forests).
+    pub(crate) fn parts(&self) -> (usize, usize, &[f64], &[FeatureInfo], &[Tree], bool) {
+        (
+            self.n_classes,
+            self.n_outputs,
+            &self.init_score,
+            &self.features,
+            &self.trees,
+            self.params.mode != TreeMode::Gbdt,
+        )
     }
 
     pub fn n_trees(&self) -> usize {
