@@ -129,7 +129,10 @@ def main():
             v = np.array(cells, dtype=object)
         feeds[c["name"]] = v.reshape(-1, 1)
     sess = ort.InferenceSession(a.model, providers=["CPUExecutionProvider"])
-    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    # In batches: kNN's distance matrix is rows × training points.
+    names = [o.name for o in sess.get_outputs()]
+    parts = [sess.run(None, {k: v[i:i + 512] for k, v in feeds.items()}) for i in range(0, len(rows), 512)]
+    out = {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)} if parts else {}
 
     _, pred = read_csv(a.predictions)
     result = {"model": a.model, "rows": len(rows), "task": meta["task"]}

@@ -151,6 +151,27 @@ impl Graph {
         out
     }
 
+    /// Adds a node with two outputs (`TopK`: values, indices).
+    pub(crate) fn op2(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attribute: Vec<AttributeProto>,
+    ) -> (String, String) {
+        let a = self.fresh(&op.to_lowercase());
+        let b = self.fresh(&op.to_lowercase());
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![a.clone(), b.clone()],
+            name: Some(format!("n{}_{op}", self.nodes.len())),
+            op_type: Some(op.to_string()),
+            domain: Some(String::new()),
+            attribute,
+            ..Default::default()
+        });
+        (a, b)
+    }
+
     /// Adds a node whose single output has a given name (graph outputs).
     pub(crate) fn node_named(
         &mut self,

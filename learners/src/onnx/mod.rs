@@ -10,6 +10,7 @@
 
 mod builder;
 mod featurizer;
+mod knn;
 mod linear;
 mod naive_bayes;
 mod trees;
@@ -42,14 +43,6 @@ pub fn unsupported_reason(p: &Pipeline) -> Option<String> {
             return Some(format!("column {:?} is TF-IDF text, which has no ONNX export yet", c.name));
         }
     }
-    for m in &p.members {
-        match m.model {
-            FittedModel::Trees(_) | FittedModel::Linear(_) | FittedModel::NaiveBayes(_) => {}
-            FittedModel::Knn(_) => {
-                return Some(format!("family {} has no ONNX export yet", m.family));
-            }
-        }
-    }
     None
 }
 
@@ -74,9 +67,7 @@ pub fn export(p: &Pipeline, dataset_hash: Option<&str>) -> Result<Vec<u8>> {
             FittedModel::Trees(t) => trees::export(&mut g, t, p.task, &x),
             FittedModel::Linear(l) => linear::export(&mut g, l, &features),
             FittedModel::NaiveBayes(nb) => naive_bayes::export(&mut g, nb, &features),
-            FittedModel::Knn(_) => {
-                return Err(TrainError::Export(format!("family {} has no ONNX export yet", m.family)));
-            }
+            FittedModel::Knn(k) => knn::export(&mut g, k, &features),
         };
         let w = g.f64s(&[m.weight / total], &[]);
         parts.push(g.op("Mul", &[&out, &w], vec![]));
@@ -226,9 +217,11 @@ mod tests {
     }
 
     #[test]
-    fn knn_is_refused_with_a_reason() {
-        let p = pipeline(Family::Knn);
-        assert!(unsupported_reason(&p).unwrap().contains("knn"));
+    fn text_columns_are_refused_with_a_reason() {
+        let mut p = pipeline(Family::Knn);
+        assert!(export(&p, None).is_ok());
+        p.featurizer.columns[1].transform = ColumnTransform::TfIdf { buckets: vec![3], idf: vec![1.0] };
+        assert!(unsupported_reason(&p).unwrap().contains("\"c\""));
         assert!(matches!(export(&p, None), Err(TrainError::Export(_))));
     }
 }
