@@ -128,7 +128,11 @@ def main():
         else:
             v = np.array(cells, dtype=object)
         feeds[c["name"]] = v.reshape(-1, 1)
-    sess = ort.InferenceSession(a.model, providers=["CPUExecutionProvider"])
+    # One thread: onnxruntime then adds trees in order, as quarry does, so even exact ties
+    # (a forest's 0.5 / 0.5) break the same way; with more threads sums may differ in the last bit.
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
     # In batches: kNN's distance matrix is rows × training points.
     names = [o.name for o in sess.get_outputs()]
     parts = [sess.run(None, {k: v[i:i + 512] for k, v in feeds.items()}) for i in range(0, len(rows), 512)]

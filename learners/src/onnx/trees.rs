@@ -7,7 +7,7 @@ use super::builder::{Attr, Graph, attr, tensor_f64, tensor_u8};
 use crate::gbdt::TreeEnsemble;
 use crate::gbdt::binning::FeatureInfo;
 use crate::gbdt::objective::PROB_FLOOR;
-use crate::gbdt::tree::Tree;
+use crate::gbdt::tree::{Node, Tree};
 
 const BRANCH_LEQ: u8 = 0;
 const BRANCH_MEMBER: u8 = 6;
@@ -105,6 +105,14 @@ fn add_tree(a: &mut Arrays, tree: &Tree, infos: &[FeatureInfo], target: i64) {
 pub(crate) fn export(g: &mut Graph, m: &TreeEnsemble, task: Task, x: &str) -> String {
     let (n_classes, k, init, infos, trees, averaged) = m.parts();
     let mut a = Arrays::default();
+    if !averaged {
+        // The initial scores as one-leaf trees summed first: quarry starts each row at its
+        // initial score and adds the trees in order, and so (run sequentially) does this.
+        for (j, &v) in init.iter().enumerate() {
+            let leaf = Tree { nodes: vec![Node::leaf(v)], cat_bits: Vec::new() };
+            add_tree(&mut a, &leaf, infos, j as i64);
+        }
+    }
     for (t, tree) in trees.iter().enumerate() {
         add_tree(&mut a, tree, infos, (t % k.max(1)) as i64);
     }
@@ -134,8 +142,7 @@ pub(crate) fn export(g: &mut Graph, m: &TreeEnsemble, task: Task, x: &str) -> St
         let scale = g.f64s(&[1.0 / rounds.max(1) as f64], &[]);
         g.op("Mul", &[&sum, &scale], vec![])
     } else {
-        let init = g.f64s(init, &[1, k as i64]);
-        g.op("Add", &[&sum, &init], vec![])
+        sum
     };
     match (task, averaged) {
         (Task::Regression, _) => raw,
