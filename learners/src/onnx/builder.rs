@@ -14,7 +14,7 @@ pub(crate) enum Attr {
     Ints(Vec<i64>),
     Floats(Vec<f32>),
     Strs(Vec<String>),
-    Tensor(TensorProto),
+    Tensor(Box<TensorProto>),
 }
 
 pub(crate) fn attr(name: &str, value: Attr) -> AttributeProto {
@@ -41,7 +41,7 @@ pub(crate) fn attr(name: &str, value: Attr) -> AttributeProto {
             AttributeType::Strings
         }
         Attr::Tensor(t) => {
-            a.t = Some(t);
+            a.t = Some(*t);
             AttributeType::Tensor
         }
     };

@@ -122,19 +122,19 @@ pub(crate) fn export(g: &mut Graph, m: &TreeEnsemble, task: Task, x: &str) -> St
         attr("aggregate_function", Attr::Int(1)),
         attr("post_transform", Attr::Int(0)),
         attr("tree_roots", Attr::Ints(a.roots)),
-        attr("nodes_modes", Attr::Tensor(tensor_u8(&a.modes, &[a.modes.len() as i64]))),
+        attr("nodes_modes", Attr::Tensor(Box::new(tensor_u8(&a.modes, &[a.modes.len() as i64])))),
         attr("nodes_featureids", Attr::Ints(a.features)),
-        attr("nodes_splits", Attr::Tensor(tensor_f64(&a.splits, &n(&a.splits)))),
+        attr("nodes_splits", Attr::Tensor(Box::new(tensor_f64(&a.splits, &n(&a.splits))))),
         attr("nodes_truenodeids", Attr::Ints(a.true_ids)),
         attr("nodes_trueleafs", Attr::Ints(a.true_leaf)),
         attr("nodes_falsenodeids", Attr::Ints(a.false_ids)),
         attr("nodes_falseleafs", Attr::Ints(a.false_leaf)),
         attr("nodes_missing_value_tracks_true", Attr::Ints(a.missing_true)),
         attr("leaf_targetids", Attr::Ints(a.leaf_targets)),
-        attr("leaf_weights", Attr::Tensor(tensor_f64(&a.leaf_weights, &n(&a.leaf_weights)))),
+        attr("leaf_weights", Attr::Tensor(Box::new(tensor_f64(&a.leaf_weights, &n(&a.leaf_weights))))),
     ];
     if !a.members.is_empty() {
-        attrs.push(attr("membership_values", Attr::Tensor(tensor_f64(&a.members, &n(&a.members)))));
+        attrs.push(attr("membership_values", Attr::Tensor(Box::new(tensor_f64(&a.members, &n(&a.members))))));
     }
     let sum = g.ml("TreeEnsemble", &[x], attrs);
     let rounds = trees.len() / k.max(1);
