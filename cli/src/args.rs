@@ -24,6 +24,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Per-row Shapley values of a fitted model, one column per raw input column.
     Explain(ExplainArgs),
+    /// Write a fitted model as one ONNX graph (featurizer + model or ensemble).
+    Export(ExportArgs),
 }
 
 #[derive(Args)]
@@ -39,6 +41,16 @@ pub struct ExplainArgs {
     /// The class to explain (default: the positive class of a binary model; required for multiclass).
     #[arg(long)]
     pub class: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A model directory (a run folder or its model/ subfolder).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The .onnx file to write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]

@@ -122,6 +122,11 @@ pub fn run(args: FitArgs) -> Result<()> {
     let (final_model, members) = final_members(executor, &board, deadline, n_folds, args.seed)?;
     let pipeline = Pipeline::new(task, metric, featurizer, encoder, members);
     pipeline.save(&out_dir.join("model"))?;
+    let onnx = crate::export::write_run_onnx(
+        &out_dir,
+        &pipeline,
+        dataset["content_hash"].as_str().unwrap_or_default(),
+    )?;
     write_json(&out_dir.join("leaderboard.json"), &board)?;
     write_json(&out_dir.join("guardrails.json"), &guard)?;
     let run_record = json!({
@@ -144,6 +149,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         "best_family": best.family,
         "best_validation_score": best.validation_score,
         "final_model": final_model,
+        "onnx": onnx,
         "elapsed_seconds": start.elapsed().as_secs_f64(),
     });
     write_json(&out_dir.join("run.json"), &run_record)?;

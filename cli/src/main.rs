@@ -3,6 +3,7 @@
 mod args;
 mod evaluate;
 mod explain;
+mod export;
 mod final_model;
 mod fit;
 mod output;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Command::Profile(a) => profile::run(a),
         Command::Train(a) => train::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Export(a) => export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

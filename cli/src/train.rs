@@ -95,6 +95,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let pipeline =
         Pipeline::new(task, metric, featurizer, encoder, vec![Member { weight: 1.0, family, params, model }]);
     pipeline.save(&out_dir.join("model"))?;
+    let onnx = crate::export::write_run_onnx(
+        &out_dir,
+        &pipeline,
+        dataset["content_hash"].as_str().unwrap_or_default(),
+    )?;
     let board = vec![entry];
     write_json(&out_dir.join("leaderboard.json"), &board)?;
     write_json(&out_dir.join("guardrails.json"), &guard)?;
@@ -114,6 +119,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "threads": threads,
         "family": family,
         "rounds": board[0].rounds,
+        "onnx": onnx,
         "elapsed_seconds": start.elapsed().as_secs_f64(),
     });
     write_json(&out_dir.join("run.json"), &record)?;

@@ -15,6 +15,8 @@ pub enum TrainError {
     Fit { family: String, message: String },
     #[error("explain: {0}")]
     Explain(String),
+    #[error("ONNX export: {0}")]
+    Export(String),
     #[error("model bundle: {0}")]
     Bundle(String),
 }

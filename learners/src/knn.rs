@@ -15,7 +15,7 @@ use crate::params::ParamReader;
 pub const MAX_TRAIN_ROWS: usize = 20_000;
 
 /// Class probabilities are clipped to `[PROB_FLOOR, 1]` and renormalised, so none is exactly 0.
-const PROB_FLOOR: f64 = 1e-6;
+pub(crate) const PROB_FLOOR: f64 = 1e-6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,16 +63,16 @@ impl KnnParams {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnnModel {
-    prep: Vec<ColumnPrep>,
-    width: usize,
+    pub(crate) prep: Vec<ColumnPrep>,
+    pub(crate) width: usize,
     /// The kept training rows in design space, `n_train × width`, row-major.
-    points: Vec<f32>,
+    pub(crate) points: Vec<f32>,
     /// Class codes (as numbers) or regression values, one per kept row.
-    targets: Vec<f64>,
+    pub(crate) targets: Vec<f64>,
     /// Number of classes; 0 for regression.
-    n_classes: usize,
-    params: KnnParams,
-    task: Task,
+    pub(crate) n_classes: usize,
+    pub(crate) params: KnnParams,
+    pub(crate) task: Task,
 }
 
 pub fn fit(x: &FeatureMatrix, y: &Target, task: Task, params: &KnnParams, seed: u64) -> Result<KnnModel> {

@@ -8,6 +8,7 @@ pub mod gbdt;
 pub mod knn;
 pub mod linear;
 pub mod naive_bayes;
+pub mod onnx;
 pub mod params;
 pub mod pipeline;
 

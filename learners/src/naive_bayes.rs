@@ -42,22 +42,22 @@ impl NaiveBayesParams {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NaiveBayesModel {
-    prep: Vec<ColumnPrep>,
+    pub(crate) prep: Vec<ColumnPrep>,
     /// Training rows per class; a class with none gets probability 0.
-    class_count: Vec<f64>,
+    pub(crate) class_count: Vec<f64>,
     /// Design columns modelled as Gaussians (standardised numerics, frequency codes).
-    gaussian: Vec<usize>,
+    pub(crate) gaussian: Vec<usize>,
     /// `n_classes × gaussian.len()`, row-major.
-    means: Vec<f64>,
+    pub(crate) means: Vec<f64>,
     /// `n_classes × gaussian.len()`, row-major, smoothing included.
-    vars: Vec<f64>,
+    pub(crate) vars: Vec<f64>,
     /// One-hot blocks `(first design column, n_levels)`, modelled as categoricals: a Gaussian
     /// on a 0/1 column that is constant within a class has a near-zero variance whose density
     /// swamps every other feature.
-    blocks: Vec<(usize, usize)>,
+    pub(crate) blocks: Vec<(usize, usize)>,
     /// Per class, per block, `n_levels + 1` log-probabilities (the last: missing or unseen),
     /// Laplace-smoothed; class-major.
-    cat_log_prob: Vec<f64>,
+    pub(crate) cat_log_prob: Vec<f64>,
 }
 
 /// Laplace smoothing for the categorical blocks.

@@ -20,7 +20,7 @@ pub mod bench;
 pub(crate) mod binning;
 mod grow;
 mod histogram;
-mod objective;
+pub(crate) mod objective;
 mod split;
 #[cfg(test)]
 mod tests;
@@ -261,6 +261,19 @@ impl TreeEnsemble {
 
     pub(crate) fn n_rounds(&self) -> usize {
         self.rounds()
+    }
+
+    /// What the ONNX exporter reads: classes (0 for regression), trees per round, initial
+    /// scores, feature binning, the trees, and whether outputs are averaged (forests).
+    pub(crate) fn parts(&self) -> (usize, usize, &[f64], &[FeatureInfo], &[Tree], bool) {
+        (
+            self.n_classes,
+            self.n_outputs,
+            &self.init_score,
+            &self.features,
+            &self.trees,
+            self.params.mode != TreeMode::Gbdt,
+        )
     }
 
     pub fn n_trees(&self) -> usize {

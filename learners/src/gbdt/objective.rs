@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::error::TrainError;
 
 /// Probabilities of averaged (random forest / extra trees) classifiers are clipped to this.
-const PROB_FLOOR: f64 = 1e-7;
+pub(crate) const PROB_FLOOR: f64 = 1e-7;
 const LOG_LOSS_EPS: f64 = 1e-15;
 /// Rows per parallel task when computing gradients.
 const GRADIENT_CHUNK: usize = 8192;

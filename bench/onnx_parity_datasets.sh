@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# ONNX parity on every classification/regression dataset of a manifest: each family trained
+# with default parameters, and a `quarry fit` ensemble winner; one JSON line per model.
+#   bench/onnx_parity_datasets.sh /work/shared/datasets OUT_DIR [QUARRY_BIN]
+set -uo pipefail
+ROOT="$1"; OUT="$2"; Q="${3:-quarry}"
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+PY="$("$HERE/scripts/onnx_venv.sh")"
+mkdir -p "$OUT"
+"$PY" - "$ROOT/manifest.json" <<'PYEOF' | while read -r name target task; do
+import json, sys
+for d in json.load(open(sys.argv[1])):
+    if d["task"] in ("binary", "multiclass", "regression"):
+        print(d["name"], d["target"], d["task"])
+PYEOF
+    train="$ROOT/$name/train.csv"; test="$ROOT/$name/test.csv"
+    fams="gbdt random_forest extra_trees linear knn"
+    [ "$task" != regression ] && fams="$fams naive_bayes"
+    for fam in $fams fit; do
+        run="$OUT/$name-$fam"
+        if [ "$fam" = fit ]; then
+            "$Q" fit --data "$train" --target "$target" --budget 60s --seed 1 --out "$run" >"$run.log" 2>&1
+        else
+            "$Q" train --data "$train" --target "$target" --family "$fam" --seed 1 --out "$run" >"$run.log" 2>&1
+        fi || { echo "{\"dataset\": \"$name\", \"model\": \"$fam\", \"error\": \"quarry failed\"}"; continue; }
+        "$Q" predict --model "$run" --data "$test" --out "$run.preds.csv" >>"$run.log" 2>&1
+        res="$("$PY" "$HERE/scripts/onnx_parity.py" "$run/model.onnx" "$test" "$run.preds.csv" 2>>"$run.log" | tail -1)"
+        echo "{\"dataset\": \"$name\", \"model\": \"$fam\", \"result\": ${res:-null}}"
+    done
+done
