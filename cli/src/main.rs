@@ -4,6 +4,7 @@ mod args;
 mod evaluate;
 mod final_model;
 mod fit;
+mod forecast;
 mod output;
 mod predict;
 mod prepare;

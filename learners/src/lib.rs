@@ -2,6 +2,7 @@
 
 pub mod design;
 pub mod error;
+pub mod forecast;
 pub mod family;
 pub mod gbdt;
 pub mod knn;
