@@ -180,7 +180,8 @@ fn evaluate_window(
     let v = views(series, w.cutoff);
     let only: Vec<SeriesView> = v.iter().map(|p| p.1).collect();
     let fitted = fit_forecaster(spec, &only, freq, m, seed)?;
-    let steps: Vec<usize> = only.iter().map(|s| (w.end - (s.start + s.values.len() as i64)) as usize).collect();
+    let steps: Vec<usize> =
+        only.iter().map(|s| (w.end - (s.start + s.values.len() as i64)) as usize).collect();
     let forecasts = fitted.forecast(&only, freq, &steps);
     let mut out = Vec::new();
     for ((i, view), f) in v.iter().zip(forecasts) {
@@ -315,22 +316,14 @@ pub fn fit(args: &FitArgs) -> Result<()> {
             min_train
         );
     }
-    let short: Vec<String> = series
-        .iter()
-        .filter(|s| s.n_observed() < 2 * m + horizon)
-        .map(|s| s.key.clone())
-        .collect();
+    let short: Vec<String> =
+        series.iter().filter(|s| s.n_observed() < 2 * m + horizon).map(|s| s.key.clone()).collect();
     let used: Vec<&str> = std::iter::once(time_column.as_str())
         .chain(std::iter::once(args.target.as_str()))
         .chain(fa.series_id.iter().map(String::as_str))
         .collect();
-    let ignored: Vec<String> = loaded
-        .table
-        .column_names()
-        .into_iter()
-        .filter(|c| !used.contains(c))
-        .map(str::to_string)
-        .collect();
+    let ignored: Vec<String> =
+        loaded.table.column_names().into_iter().filter(|c| !used.contains(c)).map(str::to_string).collect();
     if !short.is_empty() {
         eprintln!(
             "warning: {} series have fewer than 2×season + horizon = {} observed points; local seasonal models fall back to simpler ones for them",
@@ -445,10 +438,7 @@ pub fn fit(args: &FitArgs) -> Result<()> {
     let mut board: Vec<serde_json::Value> = cands
         .iter()
         .map(|c| {
-            let weight = ok
-                .iter()
-                .position(|o| std::ptr::eq(*o, c))
-                .map_or(0.0, |j| weights[j] / total);
+            let weight = ok.iter().position(|o| std::ptr::eq(*o, c)).map_or(0.0, |j| weights[j] / total);
             json!({
                 "family": c.spec.name(),
                 "spec": c.spec,
@@ -510,7 +500,8 @@ pub fn fit(args: &FitArgs) -> Result<()> {
         "elapsed_seconds": start.elapsed().as_secs_f64(),
     });
     write_json(&out_dir.join("run.json"), &run_record)?;
-    let described: Vec<String> = bundle.members.iter().map(|m| format!("{} {:.2}", m.name, m.weight)).collect();
+    let described: Vec<String> =
+        bundle.members.iter().map(|m| format!("{} {:.2}", m.name, m.weight)).collect();
     println!(
         "best single: {} {} = {:.5}\nfinal model: ensemble [{}] (validation {} {:.5}); {} candidates in {:.1}s",
         best.as_ref().map_or("-", |b| b.0.as_str()),
@@ -542,8 +533,8 @@ fn format_time(t: i64) -> String {
 
 pub fn predict(args: &PredictArgs, path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let bundle: Bundle =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a valid forecast bundle", path.display()))?;
+    let bundle: Bundle = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a valid forecast bundle", path.display()))?;
     if bundle.format_version != BUNDLE_FORMAT_VERSION {
         bail!(
             "{}: forecast bundle format {} but this quarry reads format {}",
@@ -562,12 +553,17 @@ pub fn predict(args: &PredictArgs, path: &Path) -> Result<()> {
             let index: std::collections::HashMap<&str, usize> =
                 bundle.series.iter().enumerate().map(|(i, s)| (s.key.as_str(), i)).collect();
             for row in 0..table.n_rows {
-                let t = parse_time(table, &bundle.time_column, row).with_context(|| data.display().to_string())?;
+                let t = parse_time(table, &bundle.time_column, row)
+                    .with_context(|| data.display().to_string())?;
                 let key = series_key(table, &bundle.series_id_columns, row)
                     .with_context(|| data.display().to_string())?
                     .join("|");
                 let &i = index.get(key.as_str()).with_context(|| {
-                    format!("{}: row {}: series {key:?} was not in the training data", data.display(), row + 1)
+                    format!(
+                        "{}: row {}: series {key:?} was not in the training data",
+                        data.display(),
+                        row + 1
+                    )
                 })?;
                 let s = &bundle.series[i];
                 let g = freq.index(t).with_context(|| {

@@ -2,8 +2,8 @@
 
 pub mod design;
 pub mod error;
-pub mod forecast;
 pub mod family;
+pub mod forecast;
 pub mod gbdt;
 pub mod knn;
 pub mod linear;

@@ -40,7 +40,8 @@ impl LagSpec {
     /// last `anchor` points, else the last observed value within `4 × anchor` points.
     pub fn anchor_of(&self, past: &[f64]) -> Option<f64> {
         let recent = &past[past.len().saturating_sub(self.anchor)..];
-        let (sum, n) = recent.iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        let (sum, n) =
+            recent.iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
         if n > 0 {
             return Some(sum / n as f64);
         }

@@ -30,9 +30,11 @@ pub struct Frequency {
 }
 
 const DAY: i64 = 86_400;
+const WEEK: i64 = 7 * DAY;
 
 fn days_in_month(year: i64, month: i64) -> i64 {
-    let next = if month == 12 { days_from_civil(year + 1, 1, 1) } else { days_from_civil(year, month + 1, 1) };
+    let next =
+        if month == 12 { days_from_civil(year + 1, 1, 1) } else { days_from_civil(year, month + 1, 1) };
     next - days_from_civil(year, month, 1)
 }
 
@@ -40,9 +42,11 @@ impl FrequencyKind {
     /// Parses a pandas-style alias: `H`, `D`, `W`, `min`, `S`, `MS`, `M`, `QS`, `Q`, `YS`, `Y`,
     /// optionally with a multiple (`15min`, `2H`). `auto` gives `None`.
     pub fn parse(code: &str) -> Result<Option<FrequencyKind>> {
-        let bad = || FeaturizeError::Forecast(format!(
-            "unknown frequency {code:?}; use auto, min, H, D, W, MS, M, QS, Q, YS or Y (optionally with a multiple, e.g. 15min)"
-        ));
+        let bad = || {
+            FeaturizeError::Forecast(format!(
+                "unknown frequency {code:?}; use auto, min, H, D, W, MS, M, QS, Q, YS or Y (optionally with a multiple, e.g. 15min)"
+            ))
+        };
         let code = code.trim();
         if code.eq_ignore_ascii_case("auto") {
             return Ok(None);
@@ -157,9 +161,9 @@ impl Frequency {
     /// 4 for quarterly; 1 (no season) otherwise.
     pub fn default_seasonality(&self) -> usize {
         match self.kind {
-            FrequencyKind::Fixed { seconds } if seconds == 3600 => 24,
-            FrequencyKind::Fixed { seconds } if seconds == DAY => 7,
-            FrequencyKind::Fixed { seconds } if seconds == 7 * DAY => 52,
+            FrequencyKind::Fixed { seconds: 3600 } => 24,
+            FrequencyKind::Fixed { seconds: DAY } => 7,
+            FrequencyKind::Fixed { seconds: WEEK } => 52,
             FrequencyKind::Monthly { months: 1, .. } => 12,
             FrequencyKind::Monthly { months: 3, .. } => 4,
             _ => 1,
@@ -177,7 +181,8 @@ impl Frequency {
             .min()
             .ok_or_else(|| {
                 FeaturizeError::Forecast(
-                    "cannot detect the frequency: no series has two distinct timestamps; pass --frequency".into(),
+                    "cannot detect the frequency: no series has two distinct timestamps; pass --frequency"
+                        .into(),
                 )
             })?;
         let first = series.iter().filter_map(|s| s.first().copied()).min().unwrap_or(0);

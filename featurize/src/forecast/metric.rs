@@ -84,7 +84,9 @@ impl ForecastMetric {
         }
         match self {
             ForecastMetric::Mase | ForecastMetric::Smape if per_series.is_empty() => f64::NAN,
-            ForecastMetric::Mase | ForecastMetric::Smape => per_series.iter().sum::<f64>() / per_series.len() as f64,
+            ForecastMetric::Mase | ForecastMetric::Smape => {
+                per_series.iter().sum::<f64>() / per_series.len() as f64
+            }
             _ if n == 0 => f64::NAN,
             ForecastMetric::Rmse => (sum / n as f64).sqrt(),
             ForecastMetric::Mae => sum / n as f64,

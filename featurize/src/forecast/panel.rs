@@ -46,6 +46,9 @@ impl SeriesData {
     }
 }
 
+/// A series' id values and its `(time, target)` points, as read.
+type RawSeries = (Vec<String>, Vec<(i64, f64)>);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Panel {
     pub frequency: Frequency,
@@ -104,7 +107,7 @@ pub fn build_panel(
     frequency: Option<FrequencyKind>,
 ) -> Result<Panel> {
     let target_col = table.column(target).ok_or_else(|| missing_column(table, target))?;
-    let mut groups: BTreeMap<String, (Vec<String>, Vec<(i64, f64)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, RawSeries> = BTreeMap::new();
     let mut n_missing_targets = 0;
     for row in 0..table.n_rows {
         let t = parse_time(table, time_column, row)?;
@@ -126,7 +129,7 @@ pub fn build_panel(
         let key = ids.join("|");
         groups.entry(key).or_insert_with(|| (ids, Vec::new())).1.push((t, y));
     }
-    let mut sorted: Vec<(String, Vec<String>, Vec<(i64, f64)>)> = Vec::with_capacity(groups.len());
+    let mut sorted: Vec<(String, RawSeries)> = Vec::with_capacity(groups.len());
     for (key, (ids, mut points)) in groups {
         points.sort_by_key(|p| p.0);
         if let Some(w) = points.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -143,22 +146,22 @@ pub fn build_panel(
                 },
             });
         }
-        sorted.push((key, ids, points));
+        sorted.push((key, (ids, points)));
     }
     let frequency = match frequency {
         Some(kind) => {
-            let first = sorted.iter().filter_map(|s| s.2.first().map(|p| p.0)).min().unwrap_or(0);
+            let first = sorted.iter().filter_map(|s| s.1.1.first().map(|p| p.0)).min().unwrap_or(0);
             Frequency::anchored(kind, first)
         }
         None => {
-            let times: Vec<Vec<i64>> = sorted.iter().map(|s| s.2.iter().map(|p| p.0).collect()).collect();
+            let times: Vec<Vec<i64>> = sorted.iter().map(|s| s.1.1.iter().map(|p| p.0).collect()).collect();
             let refs: Vec<&[i64]> = times.iter().map(Vec::as_slice).collect();
             Frequency::detect(&refs)?
         }
     };
     let mut series = Vec::with_capacity(sorted.len());
     let mut n_gaps = 0;
-    for (key, ids, points) in sorted {
+    for (key, (ids, points)) in sorted {
         let mut idx = Vec::with_capacity(points.len());
         for (t, _) in &points {
             let i = frequency.index(*t).ok_or_else(|| {
@@ -177,9 +180,7 @@ pub fn build_panel(
         }
         // Leading missing targets carry no information: the series starts at its first value.
         let Some(first) = points.iter().position(|p| p.1.is_finite()) else {
-            return Err(FeaturizeError::Forecast(format!(
-                "series {key:?} has no observed target values"
-            )));
+            return Err(FeaturizeError::Forecast(format!("series {key:?} has no observed target values")));
         };
         let start = idx[first];
         let end = idx[idx.len() - 1] + 1;
@@ -238,7 +239,10 @@ mod tests {
             ("date", &["2020-01-01", "2020-01-01", "2020-01-01"]),
             ("y", &["1", "2", "3"]),
         ]);
-        let err = build_panel(&t, "date", "y", &["id".to_string()], None).map(|_| ()).unwrap_err().to_string();
+        let err = build_panel(&t, "date", "y", &["id".to_string()], None)
+            .map(|_| ())
+            .expect_err("duplicates accepted")
+            .to_string();
         assert!(err.contains("\"b\"") && err.contains("2020-01-01"), "{err}");
     }
 

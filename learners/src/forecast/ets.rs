@@ -65,7 +65,9 @@ fn initial_states(y: &[f64], trend: Trend, m: usize) -> Option<States> {
 
 impl EtsFit {
     fn n_params(&self) -> usize {
-        let smoothing = 1 + usize::from(self.trend != Trend::None) + usize::from(self.m > 1)
+        let smoothing = 1
+            + usize::from(self.trend != Trend::None)
+            + usize::from(self.m > 1)
             + usize::from(self.trend == Trend::Damped);
         let states = 1 + usize::from(self.trend != Trend::None) + (self.m - 1);
         smoothing + states

@@ -47,7 +47,14 @@ struct Rows {
 }
 
 impl GlobalModel {
-    fn row(&self, z: &[f64], next_time: i64, freq: &Frequency, code: usize, out: &mut Vec<f32>) -> Option<f64> {
+    fn row(
+        &self,
+        z: &[f64],
+        next_time: i64,
+        freq: &Frequency,
+        code: usize,
+        out: &mut Vec<f32>,
+    ) -> Option<f64> {
         let anchor = self.spec.row(z, out)?;
         if self.calendar {
             out.extend(calendar_parts(freq, next_time).into_iter().map(|p| p.1));
@@ -136,7 +143,8 @@ impl GlobalModel {
                 let mut params = params.clone();
                 params.min_child_samples = params.min_child_samples.min((n / 20).max(3));
                 let target = Target::Values(rows.y);
-                let fitted = gbdt::fit(&matrix, &target, Task::Regression, None, &params, seed, &mut |_, _| true)?;
+                let fitted =
+                    gbdt::fit(&matrix, &target, Task::Regression, None, &params, seed, &mut |_, _| true)?;
                 Fitted::Trees { model: Box::new(fitted) }
             }
         };
@@ -145,7 +153,8 @@ impl GlobalModel {
 
     /// Recursive forecasts: `steps[i]` points after the end of series `i`, in original units.
     pub fn forecast(&self, series: &[SeriesView], freq: &Frequency, steps: &[usize]) -> Vec<Vec<f64>> {
-        let mut z: Vec<Vec<f64>> = series.iter().map(|s| self.transform.forward_all(s.values, s.scale)).collect();
+        let mut z: Vec<Vec<f64>> =
+            series.iter().map(|s| self.transform.forward_all(s.values, s.scale)).collect();
         let max_steps = steps.iter().copied().max().unwrap_or(0);
         let width = self.feature_names.len();
         let mut buf = Vec::with_capacity(width);
@@ -235,7 +244,7 @@ fn fit_ridge(rows: &Rows, lambda: f64) -> Result<Fitted> {
     }
     for j in 0..w {
         stds[j] = (stds[j] / counts[j].max(1) as f64).sqrt();
-        if !(stds[j] > 1e-12) {
+        if stds[j].is_nan() || stds[j] <= 1e-12 {
             stds[j] = 1.0;
         }
     }
@@ -271,7 +280,7 @@ fn cholesky_solve(a: &mut [f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
         for k in 0..j {
             d -= a[j * n + k] * a[j * n + k];
         }
-        if !(d > 0.0) {
+        if d.is_nan() || d <= 0.0 {
             return None;
         }
         let d = d.sqrt();

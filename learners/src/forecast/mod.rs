@@ -62,7 +62,8 @@ pub struct SeriesView<'a> {
 
 impl<'a> SeriesView<'a> {
     pub fn new(start: i64, values: &'a [f64]) -> SeriesView<'a> {
-        let (s, n) = values.iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v.abs(), n + 1));
+        let (s, n) =
+            values.iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v.abs(), n + 1));
         let scale = if n > 0 && s > 0.0 { s / n as f64 } else { 1.0 };
         SeriesView { start, values, scale }
     }
@@ -95,10 +96,17 @@ impl ForecasterSpec {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum FittedForecaster {
     Naive,
-    SeasonalNaive { m: usize },
+    SeasonalNaive {
+        m: usize,
+    },
     /// One fit per series; `None` where the series is too short (it falls back to naive).
-    Ets { transform: Transform, fits: Vec<Option<ets::EtsFit>> },
-    Global { model: Box<GlobalModel> },
+    Ets {
+        transform: Transform,
+        fits: Vec<Option<ets::EtsFit>>,
+    },
+    Global {
+        model: Box<GlobalModel>,
+    },
 }
 
 fn last_observed(values: &[f64]) -> f64 {

@@ -55,7 +55,8 @@ fn airpassengers_beats_seasonal_naive() {
     for (r, t) in rows.iter().zip(&test) {
         assert_eq!(r[0], t[0]);
         let p: f64 = r[1].parse().unwrap();
-        let (q10, q50, q90): (f64, f64, f64) = (r[2].parse().unwrap(), r[3].parse().unwrap(), r[4].parse().unwrap());
+        let (q10, q50, q90): (f64, f64, f64) =
+            (r[2].parse().unwrap(), r[3].parse().unwrap(), r[4].parse().unwrap());
         assert!(q10 <= q50 && q50 <= q90 && q10 < q90, "quantiles out of order: {r:?}");
         abs_err += (p - t[1].parse::<f64>().unwrap()).abs();
     }
@@ -116,8 +117,21 @@ fn forecast_input_errors_exit_2() {
     let dup = dir.path().join("dup.csv");
     std::fs::write(&dup, "id,date,y\na,2020-01-01,1\nb,2020-01-01,2\nb,2020-01-01,3\n").unwrap();
     let out = quarry(&[
-        "fit", "--task", "forecast", "--data", dup.to_str().unwrap(), "--target", "y", "--time-column", "date",
-        "--horizon", "2", "--series-id", "id", "--out", dir.path().join("r").to_str().unwrap(),
+        "fit",
+        "--task",
+        "forecast",
+        "--data",
+        dup.to_str().unwrap(),
+        "--target",
+        "y",
+        "--time-column",
+        "date",
+        "--horizon",
+        "2",
+        "--series-id",
+        "id",
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -132,7 +146,12 @@ fn forecast_input_errors_exit_2() {
     let past = dir.path().join("past.csv");
     std::fs::write(&past, "month\n1955-01-01\n").unwrap();
     let out = quarry(&[
-        "predict", "--model", run.to_str().unwrap(), "--data", past.to_str().unwrap(), "--out",
+        "predict",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        past.to_str().unwrap(),
+        "--out",
         dir.path().join("p.csv").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
