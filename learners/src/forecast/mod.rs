@@ -86,7 +86,9 @@ impl ForecasterSpec {
             ForecasterSpec::Ets { transform } => format!("ets{}", transform.name()),
             ForecasterSpec::Global { transform, learner, .. } => match learner {
                 GlobalLearner::Ridge { .. } => format!("ridge_lags{}", transform.name()),
-                GlobalLearner::Trees { .. } => format!("gbdt_lags{}", transform.name()),
+                GlobalLearner::Trees { params } => {
+                    format!("gbdt{}_lags{}", params.num_leaves, transform.name())
+                }
             },
         }
     }
