@@ -115,6 +115,8 @@ pub enum TaskArg {
     Binary,
     Multiclass,
     Regression,
+    /// Time-series forecasting (needs --time-column and --horizon).
+    Forecast,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -170,6 +172,8 @@ pub struct FitArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub columns: ColumnArgs,
+    #[command(flatten)]
+    pub forecast: crate::forecast::ForecastArgs,
 }
 
 #[derive(Args)]
@@ -177,11 +181,15 @@ pub struct PredictArgs {
     /// A model directory (a run folder or its model/ subfolder).
     #[arg(long)]
     pub model: PathBuf,
+    /// Rows to score (forecast models: series id + timestamp; optional, see --horizon).
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
     /// Output CSV.
     #[arg(long)]
     pub out: PathBuf,
+    /// Forecast models without --data: this many points after the end of training (default: the fitted horizon).
+    #[arg(long)]
+    pub horizon: Option<usize>,
 }
 
 #[derive(Args)]

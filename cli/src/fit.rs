@@ -21,6 +21,9 @@ use crate::prepare::{Prepared, prepare, thread_count};
 const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
 
 pub fn run(args: FitArgs) -> Result<()> {
+    if matches!(args.task, crate::args::TaskArg::Forecast) {
+        return crate::forecast::fit(&args);
+    }
     let start = Instant::now();
     let budget = match (args.budget, args.max_trials) {
         (Some(b), _) => Some(b),

@@ -6,6 +6,7 @@ mod explain;
 mod export;
 mod final_model;
 mod fit;
+mod forecast;
 mod output;
 mod predict;
 mod prepare;

@@ -17,9 +17,13 @@ pub fn load_pipeline(dir: &Path) -> Result<Pipeline> {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
+    if let Some(bundle) = crate::forecast::bundle_path(&args.model) {
+        return crate::forecast::predict(&args, &bundle);
+    }
+    let data = args.data.as_deref().context("--data is required")?;
     let pipeline = load_pipeline(&args.model)?;
-    let loaded = load_table(&args.data)?;
-    let predictions = pipeline.predict(&loaded.table).with_context(|| args.data.display().to_string())?;
+    let loaded = load_table(data)?;
+    let predictions = pipeline.predict(&loaded.table).with_context(|| data.display().to_string())?;
     let classes = &pipeline.target.classes;
     let mut header = vec!["prediction".to_string()];
     header.extend(classes.iter().map(|c| format!("proba_{c}")));

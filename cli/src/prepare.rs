@@ -42,6 +42,8 @@ impl TaskArg {
             TaskArg::Binary => Some(Task::Binary),
             TaskArg::Multiclass => Some(Task::Multiclass),
             TaskArg::Regression => Some(Task::Regression),
+            // `quarry fit` hands forecasting to `forecast::fit` before preparing anything.
+            TaskArg::Forecast => None,
         }
     }
 }
@@ -56,6 +58,9 @@ pub fn prepare(
     columns: &ColumnArgs,
     group_column: Option<&str>,
 ) -> Result<Prepared> {
+    if matches!(task, TaskArg::Forecast) {
+        anyhow::bail!("--task forecast works with `quarry fit` only");
+    }
     let LoadedTable { table, content_hash, path } = load_table(data)?;
     let encoder =
         TargetEncoder::fit(&table, target, task.task()).with_context(|| path.display().to_string())?;

@@ -35,6 +35,10 @@ pub enum FeaturizeError {
     UnknownOverrideColumn { name: String, available: String },
     #[error("unknown metric {0:?}; choose one of roc_auc, log_loss, accuracy, rmse, r2, mae")]
     UnknownMetric(String),
+    #[error("series {series:?}: timestamp {time} appears more than once (one row per series and time)")]
+    DuplicateTimestamp { series: String, time: String },
+    #[error("{0}")]
+    Forecast(String),
     #[error("metric {metric} does not apply to a {task} task")]
     MetricTaskMismatch { metric: String, task: String },
 }

@@ -4,6 +4,7 @@
 pub mod datetime;
 pub mod error;
 pub mod featurizer;
+pub mod forecast;
 pub mod guardrails;
 pub mod infer;
 pub mod load;

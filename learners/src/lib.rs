@@ -4,6 +4,7 @@ pub mod design;
 pub mod error;
 pub mod explain;
 pub mod family;
+pub mod forecast;
 pub mod gbdt;
 pub mod knn;
 pub mod linear;

@@ -5,6 +5,7 @@
 
 pub mod ensemble;
 pub mod error;
+pub mod forecast;
 pub mod scheduler;
 pub mod searcher;
 pub mod space;
@@ -13,6 +14,7 @@ pub mod validation;
 
 pub use ensemble::{EnsembleSelection, greedy_selection};
 pub use error::SearchError;
+pub use forecast::{ForecastWindow, rolling_origin_windows};
 pub use scheduler::{Asha, Decision, FifoScheduler, MedianStopping, Scheduler};
 pub use searcher::{FamilyStats, Searcher, Suggestion, TrialRecord};
 pub use searcher::{LocalSearcher, RandomSearcher};

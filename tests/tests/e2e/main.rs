@@ -5,3 +5,4 @@ mod bad_input;
 mod explain;
 mod fit_predict;
 mod onnx_parity;
+mod forecast;

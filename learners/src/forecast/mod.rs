@@ -1,0 +1,206 @@
+//! Forecasters: naive, seasonal naive, per-series ETS (variant by AICc) and global models on
+//! lag features. A fitted forecaster keeps only parameters; it forecasts from whatever history
+//! it is given (the same history it was fitted on), so a saved bundle stores the history too.
+
+pub mod ets;
+pub mod global;
+
+use quarry_featurize::forecast::{Frequency, LagSpec};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+pub use global::{GlobalLearner, GlobalModel};
+
+/// Target transform applied (after dividing by the series scale) before modelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    Identity,
+    /// Natural log: multiplicative seasonality and trend become additive. Needs `y > 0`.
+    Log,
+}
+
+impl Transform {
+    pub fn forward(self, y: f64, scale: f64) -> f64 {
+        match self {
+            Transform::Identity => y / scale,
+            Transform::Log if y > 0.0 => (y / scale).ln(),
+            Transform::Log => f64::NAN,
+        }
+    }
+
+    pub fn forward_all(self, values: &[f64], scale: f64) -> Vec<f64> {
+        values.iter().map(|v| self.forward(*v, scale)).collect()
+    }
+
+    pub fn inverse(self, z: f64, scale: f64) -> f64 {
+        match self {
+            Transform::Identity => z * scale,
+            // Clamped so a runaway recursive forecast cannot overflow to infinity.
+            Transform::Log => z.clamp(-50.0, 50.0).exp() * scale,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::Identity => "",
+            Transform::Log => "_log",
+        }
+    }
+}
+
+/// One series' history as a forecaster sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesView<'a> {
+    /// Grid index of `values[0]`.
+    pub start: i64,
+    pub values: &'a [f64],
+    /// Mean absolute observed value (1 when that is 0): puts every series on one scale.
+    pub scale: f64,
+}
+
+impl<'a> SeriesView<'a> {
+    pub fn new(start: i64, values: &'a [f64]) -> SeriesView<'a> {
+        let (s, n) =
+            values.iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v.abs(), n + 1));
+        let scale = if n > 0 && s > 0.0 { s / n as f64 } else { 1.0 };
+        SeriesView { start, values, scale }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ForecasterSpec {
+    Naive,
+    SeasonalNaive,
+    Ets { transform: Transform },
+    Global { transform: Transform, learner: GlobalLearner, extra_lags: Vec<usize> },
+}
+
+impl ForecasterSpec {
+    pub fn name(&self) -> String {
+        match self {
+            ForecasterSpec::Naive => "naive".into(),
+            ForecasterSpec::SeasonalNaive => "seasonal_naive".into(),
+            ForecasterSpec::Ets { transform } => format!("ets{}", transform.name()),
+            ForecasterSpec::Global { transform, learner, .. } => match learner {
+                GlobalLearner::Ridge { .. } => format!("ridge_lags{}", transform.name()),
+                GlobalLearner::Trees { params } => {
+                    format!("gbdt{}_lags{}", params.num_leaves, transform.name())
+                }
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FittedForecaster {
+    Naive,
+    SeasonalNaive {
+        m: usize,
+    },
+    /// One fit per series; `None` where the series is too short (it falls back to naive).
+    Ets {
+        transform: Transform,
+        fits: Vec<Option<ets::EtsFit>>,
+    },
+    Global {
+        model: Box<GlobalModel>,
+    },
+}
+
+fn last_observed(values: &[f64]) -> f64 {
+    values.iter().rev().find(|v| v.is_finite()).copied().unwrap_or(0.0)
+}
+
+/// The value `m` steps before each forecast point, walking back whole seasons past gaps.
+fn seasonal_naive(values: &[f64], m: usize, steps: usize) -> Vec<f64> {
+    let n = values.len();
+    let fallback = last_observed(values);
+    (1..=steps)
+        .map(|h| {
+            let mut back = m * ((h - 1) / m + 1);
+            while back <= n {
+                let v = values[n + h - 1 - back];
+                if v.is_finite() {
+                    return v;
+                }
+                back += m;
+            }
+            fallback
+        })
+        .collect()
+}
+
+/// Fits `spec` on the series (parallel over series for local models).
+pub fn fit(
+    spec: &ForecasterSpec,
+    series: &[SeriesView],
+    freq: &Frequency,
+    seasonality: usize,
+    seed: u64,
+) -> Result<FittedForecaster> {
+    Ok(match spec {
+        ForecasterSpec::Naive => FittedForecaster::Naive,
+        ForecasterSpec::SeasonalNaive => FittedForecaster::SeasonalNaive { m: seasonality.max(1) },
+        ForecasterSpec::Ets { transform } => {
+            let fits = series
+                .par_iter()
+                .map(|s| ets::auto_ets(&transform.forward_all(s.values, s.scale), seasonality.max(1)))
+                .collect();
+            FittedForecaster::Ets { transform: *transform, fits }
+        }
+        ForecasterSpec::Global { transform, learner, extra_lags } => {
+            let lag_spec = LagSpec::new(seasonality, extra_lags);
+            let model = GlobalModel::fit(series, freq, lag_spec, *transform, learner, seed)?;
+            FittedForecaster::Global { model: Box::new(model) }
+        }
+    })
+}
+
+impl FittedForecaster {
+    /// `steps[i]` forecasts after the end of series `i`, in original units.
+    pub fn forecast(&self, series: &[SeriesView], freq: &Frequency, steps: &[usize]) -> Vec<Vec<f64>> {
+        match self {
+            FittedForecaster::Naive => {
+                series.iter().zip(steps).map(|(s, &h)| vec![last_observed(s.values); h]).collect()
+            }
+            FittedForecaster::SeasonalNaive { m } => {
+                series.iter().zip(steps).map(|(s, &h)| seasonal_naive(s.values, *m, h)).collect()
+            }
+            FittedForecaster::Ets { transform, fits } => series
+                .par_iter()
+                .zip(steps)
+                .enumerate()
+                .map(|(i, (s, &h))| match fits.get(i).and_then(Option::as_ref) {
+                    Some(fit) => {
+                        let z = transform.forward_all(s.values, s.scale);
+                        let last = last_observed(s.values);
+                        fit.forecast(&z, h)
+                            .into_iter()
+                            .map(|v| {
+                                let y = transform.inverse(v, s.scale);
+                                if y.is_finite() { y } else { last }
+                            })
+                            .collect()
+                    }
+                    None => vec![last_observed(s.values); h],
+                })
+                .collect(),
+            FittedForecaster::Global { model } => model.forecast(series, freq, steps),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seasonal_naive_repeats_the_last_season_and_skips_gaps() {
+        let v = [1.0, 2.0, 3.0, 4.0, f64::NAN, 6.0];
+        assert_eq!(seasonal_naive(&v, 3, 4), vec![4.0, 2.0, 6.0, 4.0]);
+    }
+}
