@@ -3,3 +3,4 @@
 
 mod bad_input;
 mod fit_predict;
+mod high_cardinality;
