@@ -91,7 +91,8 @@ pub struct ColumnArgs {
     /// Leave a column out (repeatable).
     #[arg(long = "drop", value_name = "COL")]
     pub drop: Vec<String>,
-    /// A file of NAME=KIND lines (# comments allowed), applied before --column-type.
+    /// Column config applied before --column-type: a .toml file (`drop = ["col", ...]` and a
+    /// `[columns]` table of `name = "kind"`), or any other file of NAME=KIND lines (# comments).
     #[arg(long = "column-types-file", value_name = "FILE")]
     pub column_types_file: Option<PathBuf>,
 }

@@ -45,7 +45,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         args.group_column.as_deref(),
     )?;
     let dataset = prepared.dataset_record();
-    let Prepared { encoder, metric, featurizer, x, y, guard, groups, .. } = prepared;
+    let Prepared { encoder, metric, featurizer, x, y, guard, groups, target_encodings, .. } = prepared;
     let task = encoder.task;
     let codes = match &y {
         Target::Classes { codes, .. } => Some(codes.as_slice()),
@@ -59,7 +59,8 @@ pub fn run(args: FitArgs) -> Result<()> {
     let n_folds = plan.folds.len();
     let plan_kind = plan.kind;
     let grouped_by = args.group_column.clone().filter(|_| plan.grouped);
-    let runner = TrialRunner::new(TrialData { x, y, task, metric, plan }, threads)?;
+    let target_encodings = (!target_encodings.is_empty()).then_some(target_encodings);
+    let runner = TrialRunner::new(TrialData { x, y, task, metric, plan, target_encodings }, threads)?;
 
     let out_dir = match &args.out {
         Some(d) => d.clone(),

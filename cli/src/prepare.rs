@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use quarry_featurize::{
-    FeatureMatrix, Featurizer, Guardrails, LoadedTable, Metric, Target, TargetEncoder, Task, guardrails,
-    load_table,
+    FeatureMatrix, Featurizer, Guardrails, LoadedTable, Metric, Target, TargetEncoder, TargetEncodings, Task,
+    guardrails, load_table,
 };
 use serde_json::json;
 
@@ -26,8 +26,12 @@ pub struct Prepared {
     pub encoder: TargetEncoder,
     pub metric: Metric,
     pub featurizer: Featurizer,
+    /// Target-encoded features hold cross-fitted values (no row sees its own label); the
+    /// featurizer holds the encodings fitted on every row, for predict time.
     pub x: FeatureMatrix,
     pub y: Target,
+    /// For refitting target encodings inside each validation fold.
+    pub target_encodings: TargetEncodings,
     pub guard: Guardrails,
     pub n_columns: usize,
     pub n_dropped: usize,
@@ -83,7 +87,8 @@ pub fn prepare(
     let (y, kept) = encoder.encode(&table).with_context(|| path.display().to_string())?;
     let n_dropped = table.n_rows - kept.len();
     let filtered = (n_dropped > 0).then(|| table.select_rows(&kept));
-    let featurizer = Featurizer::fit_with(filtered.as_ref().unwrap_or(&table), &[target], &overrides)?;
+    let mut featurizer = Featurizer::fit_with(filtered.as_ref().unwrap_or(&table), &[target], &overrides)?;
+    let target_encodings = featurizer.fit_target(filtered.as_ref().unwrap_or(&table), &y)?;
     // Guardrails read the table as loaded, so rows without a target are counted too.
     let guard = guardrails(&table, &encoder, &featurizer);
     for line in guard.summary_lines() {
@@ -101,13 +106,14 @@ pub fn prepare(
             .collect::<Vec<u32>>()
     });
     // The raw table is consumed column by column: it and the features never peak together.
-    let x = match filtered {
+    let mut x = match filtered {
         Some(rows) => {
             drop(table);
             featurizer.transform_owned(rows)?
         }
         None => featurizer.transform_owned(table)?,
     };
+    target_encodings.cross_fit_into(&mut x, &y);
     Ok(Prepared {
         path,
         content_hash,
@@ -116,6 +122,7 @@ pub fn prepare(
         featurizer,
         x,
         y,
+        target_encodings,
         guard,
         n_columns,
         n_dropped,

@@ -8,10 +8,7 @@ use crate::args::{ColumnArgs, ProfileArgs};
 impl ColumnArgs {
     pub fn overrides(&self) -> Result<ColumnOverrides> {
         let mut o = match &self.column_types_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-                ColumnOverrides::from_spec_str(&text).with_context(|| path.display().to_string())?
-            }
+            Some(path) => ColumnOverrides::from_file(path)?,
             None => ColumnOverrides::default(),
         };
         for arg in &self.column_types {
@@ -31,6 +28,14 @@ pub fn describe(t: &ColumnTransform) -> String {
         }
         ColumnTransform::Datetime { with_time } => {
             format!("calendar parts{}", if *with_time { " + hour" } else { "" })
+        }
+        ColumnTransform::HighCardinality(enc) => {
+            let codes = if enc.n_codes > 0 {
+                format!("codes for top {} + other, ", enc.n_codes)
+            } else {
+                String::new()
+            };
+            format!("{} levels: {codes}frequency + target encoding (out-of-fold)", enc.levels.len())
         }
         ColumnTransform::Dropped { reason } => format!("dropped: {reason}"),
         other => format!("{other:?}").chars().take(40).collect(),

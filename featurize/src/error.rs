@@ -31,6 +31,8 @@ pub enum FeaturizeError {
     ColumnLength { column: String, len: usize, n_rows: usize },
     #[error("column type override {arg:?}: {message}")]
     BadOverride { arg: String, message: String },
+    #[error("{path}: {message}")]
+    ConfigFile { path: PathBuf, message: String },
     #[error("column {name:?} named in the column overrides is not in the data; columns are: {available}")]
     UnknownOverrideColumn { name: String, available: String },
     #[error("unknown metric {0:?}; choose one of roc_auc, log_loss, accuracy, rmse, r2, mae")]

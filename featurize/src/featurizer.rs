@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::datetime::{civil_from_unix, parse_datetime};
+use crate::encoding::LevelEncoding;
 use crate::error::{FeaturizeError, Result, name_list};
 use crate::infer::{ColumnKind, parse_number, profile_column};
 use crate::matrix::{FeatureColumn, FeatureKind, FeatureMatrix};
@@ -14,9 +15,13 @@ use crate::text::{fit_tfidf, transform_tfidf};
 
 /// Most frequent levels kept per categorical column; the rest share one "other" code.
 /// 254 leaves room for "other" and the missing bin in a `u8` histogram.
-const MAX_LEVELS: usize = 254;
+pub const MAX_LEVELS: usize = 254;
 /// Levels seen fewer times than this in training are grouped as "other".
 const MIN_LEVEL_COUNT: usize = 2;
+/// In a high-cardinality column, only levels seen this often keep their own code: a rarer
+/// level cannot fill a leaf, and codes for thousands of 3-row levels only let trees memorise
+/// noise (the frequency and target encodings carry what rare levels have to say).
+const HIGH_CARDINALITY_MIN_CODE_COUNT: usize = 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -38,6 +43,9 @@ pub enum ColumnTransform {
         /// IDF weight of each kept bucket, fitted on training rows.
         idf: Vec<f32>,
     },
+    /// More distinct levels than [`MAX_LEVELS`]: codes for the most frequent, plus frequency
+    /// and target-mean encodings of every level ([`crate::encoding`]).
+    HighCardinality(LevelEncoding),
     Dropped {
         reason: String,
     },
@@ -258,6 +266,7 @@ fn column_features(
                 out.push(feature(Some(&format!("tfidf_{b}")), FeatureKind::Numeric, values));
             }
         }
+        ColumnTransform::HighCardinality(enc) => enc.features(&col.name, values, n, out),
         ColumnTransform::Dropped { .. } => {}
     }
     Ok(())
@@ -275,20 +284,14 @@ fn fit_column(values: &RawValues, kind: ColumnKind, forced: bool) -> ColumnTrans
             ColumnTransform::Datetime { with_time }
         }
         ColumnKind::Categorical => {
-            let mut counts: HashMap<String, usize> = HashMap::new();
-            for i in 0..values.len() {
-                if let Some(s) = values.text(i) {
-                    *counts.entry(s.into_owned()).or_insert(0) += 1;
-                }
+            let mut enc =
+                LevelEncoding::fit(values, MAX_LEVELS, MIN_LEVEL_COUNT, HIGH_CARDINALITY_MIN_CODE_COUNT);
+            if enc.levels.len() > MAX_LEVELS {
+                return ColumnTransform::HighCardinality(enc);
             }
-            let mut levels: Vec<(String, usize)> = counts.into_iter().collect();
-            // Count descending, then name: deterministic whatever the hash order.
-            levels.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            let total = levels.len();
-            levels.retain(|(_, c)| *c >= MIN_LEVEL_COUNT);
-            levels.truncate(MAX_LEVELS);
-            let has_other = levels.len() < total;
-            ColumnTransform::Categorical { levels: levels.into_iter().map(|(l, _)| l).collect(), has_other }
+            let has_other = enc.n_codes < enc.levels.len();
+            enc.levels.truncate(enc.n_codes);
+            ColumnTransform::Categorical { levels: enc.levels, has_other }
         }
         ColumnKind::Text => {
             let (buckets, idf) = fit_tfidf(values);

@@ -40,6 +40,8 @@ pub enum Check {
     HighCardinality,
     /// A column was not used (ID-like, constant, wordless text, dropped by the user).
     DroppedColumn,
+    /// A categorical with too many levels for codes was frequency and target encoded.
+    TargetEncoded,
     /// A free-text column became TF-IDF buckets.
     TextColumn,
     /// Rows whose target is missing (or not finite) were left out.
@@ -136,6 +138,22 @@ pub fn guardrails(table: &Table, target: &TargetEncoder, featurizer: &Featurizer
                     col.n_distinct,
                     if col.n_distinct >= crate::infer::DISTINCT_CAP { "+" } else { "" },
                     levels.len()
+                ),
+            ),
+            ColumnTransform::HighCardinality(enc) => push(
+                Check::TargetEncoded,
+                Severity::Info,
+                name,
+                format!(
+                    "column {:?}: {}{} distinct values, too many for one code each; {}every level is frequency encoded and target encoded (smoothed mean of the target per level, fitted out-of-fold)",
+                    col.name,
+                    col.n_distinct,
+                    if col.n_distinct >= crate::infer::DISTINCT_CAP { "+" } else { "" },
+                    if enc.n_codes > 0 {
+                        format!("the {} most frequent keep their own code, and ", enc.n_codes)
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
             ColumnTransform::TfIdf { buckets, .. } => push(
@@ -293,7 +311,14 @@ fn leakage_suspects(
         .iter()
         .filter(|c| !matches!(c.transform, ColumnTransform::TfIdf { .. } | ColumnTransform::Dropped { .. }));
     for raw in candidates {
-        let single = Featurizer { columns: vec![raw.clone()] };
+        let mut raw = raw.clone();
+        // A target encoding fitted on these very rows has seen each row's label: it would be
+        // a suspect by construction. Its codes and frequencies are label-free.
+        if let ColumnTransform::HighCardinality(enc) = &mut raw.transform {
+            enc.target.clear();
+            enc.prior.clear();
+        }
+        let single = Featurizer { columns: vec![raw] };
         let Ok(x) = single.transform(table) else { continue };
         for col in &x.columns {
             let v: Vec<f32> = kept.iter().map(|&i| col.values[i]).collect();

@@ -2,6 +2,7 @@
 //! columns into the [`FeatureMatrix`] learners consume.
 
 pub mod datetime;
+pub mod encoding;
 pub mod error;
 pub mod featurizer;
 pub mod forecast;
@@ -15,6 +16,7 @@ pub mod table;
 pub mod target;
 pub mod text;
 
+pub use encoding::{LevelEncoding, TargetEncodings};
 pub use error::{FeaturizeError, Result};
 pub use featurizer::{ColumnTransform, Featurizer, FittedColumn};
 pub use guardrails::{Check, Finding, Guardrails, Severity, guardrails};

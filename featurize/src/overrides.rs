@@ -1,10 +1,11 @@
 //! User overrides of inferred column kinds, and columns to drop.
 //!
-//! The CLI's future `--column-type NAME=KIND` flag feeds [`ColumnOverrides::parse_kind_arg`];
-//! a file of such lines (a TOML crate is not a workspace dependency, so no TOML) feeds
-//! [`ColumnOverrides::from_spec_str`].
+//! The CLI's `--column-type NAME=KIND` flag feeds [`ColumnOverrides::parse_kind_arg`]; a
+//! config file ([`ColumnOverrides::from_file`]) is TOML (`.toml`: a `[columns]` table of
+//! `name = "kind"` and a `drop = [...]` list) or plain `NAME=KIND` lines.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +87,58 @@ impl ColumnOverrides {
         Ok(out)
     }
 
+    /// A TOML config: top-level `drop = ["col", ...]` and a `[columns]` table of
+    /// `name = "kind"`. Unknown keys are errors; errors name the key (and the line, for
+    /// syntax errors).
+    pub fn from_toml_str(text: &str) -> Result<ColumnOverrides> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ConfigFile {
+            #[serde(default)]
+            columns: BTreeMap<String, String>,
+            #[serde(default)]
+            drop: Vec<String>,
+        }
+        let file: ConfigFile = toml::from_str(text).map_err(|e| FeaturizeError::BadOverride {
+            arg: "config".to_string(),
+            message: crate::error::one_line(&e.to_string()),
+        })?;
+        let mut out = ColumnOverrides::default();
+        for (name, kind) in &file.columns {
+            out.parse_kind_arg(&format!("{name}={kind}")).map_err(|e| match e {
+                FeaturizeError::BadOverride { message, .. } => {
+                    FeaturizeError::BadOverride { arg: format!("columns.{name}"), message }
+                }
+                other => other,
+            })?;
+        }
+        for name in file.drop {
+            if name.trim().is_empty() {
+                return Err(FeaturizeError::BadOverride {
+                    arg: "drop".to_string(),
+                    message: "a column name is empty".to_string(),
+                });
+            }
+            out.kinds.remove(&name);
+            out.drop.insert(name);
+        }
+        Ok(out)
+    }
+
+    /// Reads a config file: TOML when the name ends in `.toml`, else `NAME=KIND` lines
+    /// ([`ColumnOverrides::from_spec_str`]). Errors name the file.
+    pub fn from_file(path: &Path) -> Result<ColumnOverrides> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| FeaturizeError::Io { path: path.to_path_buf(), error })?;
+        let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+        let parsed = if is_toml {
+            ColumnOverrides::from_toml_str(&text)
+        } else {
+            ColumnOverrides::from_spec_str(&text)
+        };
+        parsed.map_err(|e| FeaturizeError::ConfigFile { path: path.to_path_buf(), message: e.to_string() })
+    }
+
     /// Every column name the overrides mention, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         let mut all: Vec<&str> = self.kinds.keys().chain(self.drop.iter()).map(String::as_str).collect();
@@ -136,6 +189,46 @@ mod tests {
         assert!(e.contains("unknown kind \"colour\"") && e.contains("categorical"), "{e}");
         let e = o.parse_kind_arg("=numeric").unwrap_err().to_string();
         assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn toml_config_sets_kinds_and_drops() {
+        let text = "drop = [\"id\", \"notes\"]\n\n[columns]\nzip = \"categorical\"\n\"odd name\" = \"TEXT\"\nnotes = \"numeric\"\n";
+        let o = ColumnOverrides::from_toml_str(text).unwrap();
+        assert_eq!(o.kinds["zip"], ColumnKind::Categorical);
+        assert_eq!(o.kinds["odd name"], ColumnKind::Text);
+        // `drop` wins over a kind given for the same column.
+        assert!(!o.kinds.contains_key("notes"));
+        assert_eq!(o.drop.iter().map(String::as_str).collect::<Vec<_>>(), ["id", "notes"]);
+        assert!(ColumnOverrides::from_toml_str("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn toml_config_errors_name_the_key() {
+        let e = ColumnOverrides::from_toml_str("[columns]\nzip = \"colour\"\n").unwrap_err().to_string();
+        assert!(e.contains("columns.zip") && e.contains("unknown kind \"colour\""), "{e}");
+        let e = ColumnOverrides::from_toml_str("dorp = [\"a\"]\n").unwrap_err().to_string();
+        assert!(e.contains("dorp") && e.contains("line 1"), "{e}");
+        let e = ColumnOverrides::from_toml_str("[columns]\nzip = 3\n").unwrap_err().to_string();
+        assert!(e.contains("zip") && e.contains("string"), "{e}");
+        let e = ColumnOverrides::from_toml_str("drop = \"a\"\n").unwrap_err().to_string();
+        assert!(e.contains("drop"), "{e}");
+        let e = ColumnOverrides::from_toml_str("[columns\n").unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn config_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml_path = dir.path().join("cols.toml");
+        std::fs::write(&toml_path, "drop = [\"a\"]\n[columns]\nb = \"wat\"\n").unwrap();
+        let e = ColumnOverrides::from_file(&toml_path).unwrap_err().to_string();
+        assert!(e.contains("cols.toml") && e.contains("columns.b"), "{e}");
+        let lines_path = dir.path().join("cols.txt");
+        std::fs::write(&lines_path, "b=numeric\n").unwrap();
+        assert_eq!(ColumnOverrides::from_file(&lines_path).unwrap().kinds["b"], ColumnKind::Numeric);
+        let e = ColumnOverrides::from_file(&dir.path().join("none.toml")).unwrap_err().to_string();
+        assert!(e.contains("none.toml"), "{e}");
     }
 
     #[test]

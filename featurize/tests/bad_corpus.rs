@@ -96,8 +96,10 @@ fn run_pipeline(path: &Path) -> Result<Success, (String, Vec<String>)> {
     let (y, kept) = encoder.encode(&table).map_err(fail)?;
     assert_eq!(y.len(), kept.len());
     let table_kept = if kept.len() < table.n_rows { table.select_rows(&kept) } else { table.clone() };
-    let featurizer = Featurizer::fit(&table_kept, &[TARGET]).map_err(fail)?;
-    let x = featurizer.transform(&table_kept).map_err(fail)?;
+    let mut featurizer = Featurizer::fit(&table_kept, &[TARGET]).map_err(fail)?;
+    let encodings = featurizer.fit_target(&table_kept, &y).map_err(fail)?;
+    let mut x = featurizer.transform(&table_kept).map_err(fail)?;
+    encodings.cross_fit_into(&mut x, &y);
     assert_eq!(x.n_rows, kept.len(), "{}", path.display());
     assert!(x.n_features() > 0, "{}", path.display());
     for col in &x.columns {
@@ -265,8 +267,9 @@ fn categorical_with_100k_levels() {
     let f = Featurizer::fit(&t, &["y"]).unwrap();
     let level = f.columns.iter().find(|c| c.name == "level").unwrap();
     match &level.transform {
-        quarry_featurize::ColumnTransform::Categorical { levels, has_other } => {
-            assert!(levels.len() <= 254 && *has_other, "levels capped and the rest grouped");
+        quarry_featurize::ColumnTransform::HighCardinality(enc) => {
+            // Every level is kept for the encodings; each is seen twice, too rarely for a code.
+            assert_eq!((enc.levels.len(), enc.n_codes), (100_000, 0));
         }
         other => panic!("level column became {other:?}"),
     }

@@ -3,7 +3,8 @@
 
 use proptest::prelude::*;
 use quarry_featurize::{
-    FeatureKind, FeatureMatrix, FeaturizeError, Featurizer, RawColumn, RawValues, StrColumn, Table,
+    ColumnTransform, FeatureKind, FeatureMatrix, FeaturizeError, Featurizer, RawColumn, RawValues, StrColumn,
+    Table, Target,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -148,5 +149,90 @@ proptest! {
         // One row alone gets the features it gets inside the table.
         let last = t.n_rows - 1;
         prop_assert_eq!(bits(&f.transform(&t.select_rows(&[last])).unwrap()), bits(&whole.select_rows(&[last])));
+    }
+}
+
+/// 400..=600 rows of a `shop` column drawn from 500..3000 levels (so more than the
+/// 254 native codes hold), some missing, and a binary or 3-class target.
+fn high_cardinality_table() -> impl Strategy<Value = (Table, Target)> {
+    (400usize..=600, 500u32..3000, 2u32..=3).prop_flat_map(|(n, n_levels, n_classes)| {
+        let shop = prop::collection::vec(prop::option::weighted(0.95, 0..n_levels), n);
+        let y = prop::collection::vec(0..n_classes, n);
+        (shop, y).prop_map(move |(shop, y)| {
+            let mut c = StrColumn::new();
+            for s in &shop {
+                c.push(s.map(|s| format!("s{s}")).as_deref());
+            }
+            let table = Table {
+                n_rows: n,
+                columns: vec![RawColumn { name: "shop".into(), values: RawValues::Text(c) }],
+            };
+            let classes = (0..n_classes).map(|k| format!("c{k}")).collect();
+            (table, Target::Classes { classes, codes: y })
+        })
+    })
+}
+
+fn column<'a>(m: &'a FeatureMatrix, name: &str) -> Option<&'a [f32]> {
+    m.columns.iter().find(|c| c.name == name).map(|c| c.values.as_slice())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn target_and_frequency_encodings_round_trip(case in high_cardinality_table()) {
+        let (t, y) = case;
+        let mut f = Featurizer::fit(&t, &[]).unwrap();
+        let ColumnTransform::HighCardinality(_) = &f.columns[0].transform else {
+            // Few distinct levels drawn: plain codes, covered above.
+            return Ok(());
+        };
+        let enc = f.fit_target(&t, &y).unwrap();
+        let width = if y.n_classes() == 2 { 1 } else { y.n_classes() };
+        prop_assert_eq!(enc.feature_names().count(), width);
+        let m = f.transform(&t).unwrap();
+        // JSON round trip: the same features, bit for bit.
+        let back: Featurizer = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        prop_assert_eq!(&back, &f);
+        prop_assert_eq!(bits(&back.transform(&t).unwrap()), bits(&m));
+        // Means of 0/1 indicators stay in [0, 1]; frequencies too; a missing cell is NaN.
+        for name in enc.feature_names().chain(["shop__freq"]) {
+            let v = column(&m, name).unwrap();
+            for (i, x) in v.iter().enumerate() {
+                if t.columns[0].values.is_missing(i) {
+                    prop_assert!(x.is_nan());
+                } else {
+                    prop_assert!((0.0..=1.0).contains(x), "{} = {}", name, x);
+                }
+            }
+        }
+        // Unseen levels get the prior and frequency 0, and the "other" code.
+        let mut c = StrColumn::new();
+        c.push(Some("never seen"));
+        let unseen = Table { n_rows: 1, columns: vec![RawColumn { name: "shop".into(), values: RawValues::Text(c) }] };
+        let u = f.transform(&unseen).unwrap();
+        prop_assert_eq!(column(&u, "shop__freq").unwrap(), &[0.0][..]);
+        let ColumnTransform::HighCardinality(level) = &f.columns[0].transform else { unreachable!() };
+        for (k, name) in enc.feature_names().enumerate() {
+            prop_assert_eq!(column(&u, name).unwrap()[0], level.prior[k]);
+        }
+        if let Some(code) = column(&u, "shop") {
+            prop_assert_eq!(code[0], level.n_codes as f32);
+        }
+        // Cross-fitted values never read a row's own label: flipping row 0's class leaves
+        // row 0's value unchanged.
+        let mut cross = m.clone();
+        enc.cross_fit_into(&mut cross, &y);
+        let Target::Classes { classes, codes } = &y else { unreachable!() };
+        let mut flipped = codes.clone();
+        flipped[0] = (flipped[0] + 1) % classes.len() as u32;
+        let flipped = Target::Classes { classes: classes.clone(), codes: flipped };
+        let mut cross_flipped = m.clone();
+        enc.cross_fit_into(&mut cross_flipped, &flipped);
+        for name in enc.feature_names() {
+            let (a, b) = (column(&cross, name).unwrap()[0], column(&cross_flipped, name).unwrap()[0]);
+            prop_assert!(a.to_bits() == b.to_bits(), "{}: {} vs {}", name, a, b);
+        }
     }
 }

@@ -1,7 +1,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use quarry_featurize::{FeatureMatrix, Metric, Predictions, Target, Task};
+use quarry_featurize::{FeatureMatrix, Metric, Predictions, Target, TargetEncodings, Task};
 use quarry_learners::{Family, FittedModel, ParamMap, check_params, fit};
 use quarry_search::{TrialOutcome, TrialSpec, TrialStatus, ValidationPlan};
 
@@ -19,11 +19,17 @@ pub enum WorkerError {
 
 /// Everything a trial reads: the featurized training rows and how to split them.
 pub struct TrialData {
+    /// Every training row; target-encoded features hold cross-fitted (out-of-fold) values,
+    /// which is what a refit on all rows trains on.
     pub x: FeatureMatrix,
     pub y: Target,
     pub task: Task,
     pub metric: Metric,
     pub plan: ValidationPlan,
+    /// The rows' levels of target-encoded columns: each validation fold refits those
+    /// encodings on its own training rows, so no validation row's label reaches its features.
+    /// `None` when the featurizer has no target encodings.
+    pub target_encodings: Option<TargetEncodings>,
 }
 
 /// The fitted models of one trial's folds: averaged, they are a bagged model whose
@@ -66,12 +72,14 @@ impl TrialRunner {
             .folds
             .iter()
             .map(|f| {
-                (
-                    data.x.select_rows(&f.train),
-                    data.y.select_rows(&f.train),
-                    data.x.select_rows(&f.valid),
-                    data.y.select_rows(&f.valid),
-                )
+                let mut xt = data.x.select_rows(&f.train);
+                let mut xv = data.x.select_rows(&f.valid);
+                // Only the target-encoded columns differ per fold; they are overwritten in the
+                // fold's own copies, so a fold costs no more memory than before.
+                if let Some(enc) = &data.target_encodings {
+                    enc.apply_fold(&data.y, &f.train, &f.valid, &mut xt, &mut xv);
+                }
+                (xt, data.y.select_rows(&f.train), xv, data.y.select_rows(&f.valid))
             })
             .collect();
         let mut validated: Vec<usize> =

@@ -2,7 +2,7 @@
 //! [`ColumnTransform`], each producing the same `float [N,1]` feature columns, in the same
 //! order, as `Featurizer::transform`.
 
-use quarry_featurize::{ColumnTransform, Featurizer, FittedColumn};
+use quarry_featurize::{ColumnTransform, Featurizer, FittedColumn, LevelEncoding};
 
 use super::builder::{Attr, Graph, attr, value_info};
 use super::pb::tensor_proto::DataType;
@@ -19,9 +19,10 @@ const MISSING_MARKERS: &[&str] = &[
 pub(crate) fn input_type(t: &ColumnTransform) -> Option<DataType> {
     match t {
         ColumnTransform::Numeric => Some(DataType::Float),
-        ColumnTransform::Boolean | ColumnTransform::Categorical { .. } | ColumnTransform::TfIdf { .. } => {
-            Some(DataType::String)
-        }
+        ColumnTransform::Boolean
+        | ColumnTransform::Categorical { .. }
+        | ColumnTransform::HighCardinality(_)
+        | ColumnTransform::TfIdf { .. } => Some(DataType::String),
         ColumnTransform::Datetime { .. } => Some(DataType::Int64),
         ColumnTransform::Dropped { .. } => None,
     }
@@ -39,6 +40,7 @@ pub(crate) fn featurize(g: &mut Graph, f: &Featurizer) -> Result<Vec<String>> {
             ColumnTransform::Categorical { levels, has_other } => {
                 features.push(categorical(g, &col.name, levels, *has_other))
             }
+            ColumnTransform::HighCardinality(enc) => features.extend(high_cardinality(g, &col.name, enc)),
             ColumnTransform::Datetime { with_time } => features.extend(datetime(g, &col.name, *with_time)),
             ColumnTransform::TfIdf { .. } => return Err(unsupported(col, "TF-IDF text features")),
             ColumnTransform::Dropped { .. } => {}
@@ -97,6 +99,25 @@ fn categorical(g: &mut Graph, x: &str, levels: &[String], has_other: bool) -> St
     let pairs: Vec<(String, f32)> = levels.iter().enumerate().map(|(k, l)| (l.clone(), k as f32)).collect();
     let other = if has_other { levels.len() as f32 } else { f32::NAN };
     lookup(g, x, &pairs, other)
+}
+
+/// Codes for the most frequent levels (when any keep one), then frequency, then one target
+/// mean per output: the same lookups, in the same order, as `LevelEncoding::features`.
+fn high_cardinality(g: &mut Graph, x: &str, enc: &LevelEncoding) -> Vec<String> {
+    let mut out = Vec::new();
+    if enc.n_codes > 0 {
+        let pairs: Vec<(String, f32)> =
+            enc.levels.iter().take(enc.n_codes).enumerate().map(|(k, l)| (l.clone(), k as f32)).collect();
+        out.push(lookup(g, x, &pairs, enc.n_codes as f32));
+    }
+    let table = |values: &[f32]| -> Vec<(String, f32)> {
+        enc.levels.iter().cloned().zip(values.iter().copied()).collect()
+    };
+    out.push(lookup(g, x, &table(&enc.frequency), 0.0));
+    for (values, &prior) in enc.target.iter().zip(&enc.prior) {
+        out.push(lookup(g, x, &table(values), prior));
+    }
+    out
 }
 
 /// Calendar parts of Unix seconds with Hinnant's integer civil-from-days algorithm, as

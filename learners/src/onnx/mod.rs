@@ -143,6 +143,7 @@ fn transform_name(t: &ColumnTransform) -> &'static str {
         ColumnTransform::Numeric => "numeric",
         ColumnTransform::Boolean => "boolean",
         ColumnTransform::Categorical { .. } => "categorical",
+        ColumnTransform::HighCardinality(_) => "high_cardinality",
         ColumnTransform::Datetime { .. } => "datetime",
         ColumnTransform::TfIdf { .. } => "tfidf",
         ColumnTransform::Dropped { .. } => "dropped",

@@ -4,5 +4,6 @@
 mod bad_input;
 mod explain;
 mod fit_predict;
-mod onnx_parity;
 mod forecast;
+mod high_cardinality;
+mod onnx_parity;
