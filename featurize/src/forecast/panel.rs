@@ -135,7 +135,11 @@ pub fn build_panel(
         if let Some(w) = points.windows(2).find(|w| w[0].0 == w[1].0) {
             let c = crate::datetime::civil_from_unix(w[0].0);
             return Err(FeaturizeError::DuplicateTimestamp {
-                series: key,
+                series: if key.is_empty() {
+                    "(no --series-id given; pass it if the file holds several series)".into()
+                } else {
+                    key
+                },
                 time: if w[0].0 % 86_400 == 0 {
                     format!("{:04}-{:02}-{:02}", c.year, c.month, c.day)
                 } else {
