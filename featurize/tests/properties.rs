@@ -152,10 +152,11 @@ proptest! {
     }
 }
 
-/// 400..=600 rows of a `shop` column drawn from 500..3000 levels (so more than the
-/// 254 native codes hold), some missing, and a binary or 3-class target.
+/// 1200..=1600 rows of a `shop` column drawn from 300..900 levels (so more than the 254
+/// native codes hold, yet each level repeats, so the column is not ID-like), some missing, and
+/// a binary or 3-class target.
 fn high_cardinality_table() -> impl Strategy<Value = (Table, Target)> {
-    (400usize..=600, 500u32..3000, 2u32..=3).prop_flat_map(|(n, n_levels, n_classes)| {
+    (1200usize..=1600, 300u32..900, 2u32..=3).prop_flat_map(|(n, n_levels, n_classes)| {
         let shop = prop::collection::vec(prop::option::weighted(0.95, 0..n_levels), n);
         let y = prop::collection::vec(0..n_classes, n);
         (shop, y).prop_map(move |(shop, y)| {
