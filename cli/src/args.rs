@@ -22,6 +22,32 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Fit one model family with fixed hyperparameters (no search) and write a run folder.
     Train(TrainArgs),
+    /// Run the coordinator: a gRPC server that hands trials to `quarry worker` processes.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address for the gRPC API (port 0 picks a free one; the bound address is printed as
+    /// `listening grpc=ADDR`).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub grpc: String,
+    /// Address for the web dashboard (not built yet: accepted and ignored with a notice).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Directory for the event log (events.log, unless --redis) and the blob store (blobs/);
+    /// default ./quarry-store.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Keep the event log in Redis instead (a Stream); blobs still go to --store.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Shared secret every client and worker must send (`--token` on their side).
+    #[arg(long, value_name = "SECRET")]
+    pub token: Option<String>,
+    /// A lease not renewed for this long expires and its task is retried elsewhere.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub lease_ttl: Duration,
 }
 
 #[derive(Args)]

@@ -8,6 +8,7 @@ mod output;
 mod predict;
 mod prepare;
 mod profile;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Train(a) => train::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,8 +15,19 @@ pub enum ConversionError {
 }
 
 /// Hyperparameters travel as text, exactly as the learners parse them.
+/// Floats print in Debug form ("1.0", "1e-5"): always with a point or exponent, so they come
+/// back as floats, not integers, and still parse back to the same f64.
 pub fn params_to_pb(config: &Config) -> HashMap<String, String> {
-    config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+    config
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                ParamValue::Float(f) => format!("{f:?}"),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
 }
 
 /// Integers and floats come back as what they print as; anything else stays text.
@@ -143,6 +154,8 @@ mod tests {
             config: [
                 ("learning_rate".to_string(), ParamValue::Float(0.05)),
                 ("num_leaves".to_string(), ParamValue::Int(31)),
+                ("subsample".to_string(), ParamValue::Float(1.0)),
+                ("reg_alpha".to_string(), ParamValue::Float(1e-7)),
             ]
             .into_iter()
             .collect(),
