@@ -26,6 +26,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Write a fitted model as one ONNX graph (featurizer + model or ensemble).
     Export(ExportArgs),
+    /// Run the coordinator: a gRPC server that hands trials to `quarry worker` processes.
+    Serve(ServeArgs),
 }
 
 #[derive(Args)]
@@ -51,6 +53,30 @@ pub struct ExportArgs {
     /// The .onnx file to write.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address for the gRPC API (port 0 picks a free one; the bound address is printed as
+    /// `listening grpc=ADDR`).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub grpc: String,
+    /// Address for the web dashboard (not built yet: accepted and ignored with a notice).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Directory for the event log (events.log, unless --redis) and the blob store (blobs/);
+    /// default ./quarry-store.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Keep the event log in Redis instead (a Stream); blobs still go to --store.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Shared secret every client and worker must send (`--token` on their side).
+    #[arg(long, value_name = "SECRET")]
+    pub token: Option<String>,
+    /// A lease not renewed for this long expires and its task is retried elsewhere.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub lease_ttl: Duration,
 }
 
 #[derive(Args)]

@@ -11,6 +11,7 @@ mod output;
 mod predict;
 mod prepare;
 mod profile;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Explain(a) => explain::run(a),
         Command::Export(a) => export::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
