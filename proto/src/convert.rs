@@ -1,6 +1,8 @@
 //! `pb` ↔ domain conversions, the only place that knows both shapes.
 
-use quarry_search::{ParamValue, TrialId, TrialOutcome, TrialSpec, TrialStatus};
+use std::collections::HashMap;
+
+use quarry_search::{Config, ParamValue, TrialId, TrialOutcome, TrialSpec, TrialStatus};
 
 use crate::pb;
 
@@ -12,12 +14,75 @@ pub enum ConversionError {
     Invalid { field: &'static str, message: String },
 }
 
+/// Hyperparameters travel as text, exactly as the learners parse them.
+pub fn params_to_pb(config: &Config) -> HashMap<String, String> {
+    config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+}
+
+/// Integers and floats come back as what they print as; anything else stays text.
+pub fn params_from_pb(params: HashMap<String, String>) -> Config {
+    params
+        .into_iter()
+        .map(|(k, v)| {
+            let value = if let Ok(i) = v.parse::<i64>() {
+                ParamValue::Int(i)
+            } else if let Ok(f) = v.parse::<f64>() {
+                ParamValue::Float(f)
+            } else {
+                ParamValue::Str(v)
+            };
+            (k, value)
+        })
+        .collect()
+}
+
+pub fn status_to_pb(status: TrialStatus) -> pb::TrialStatus {
+    match status {
+        TrialStatus::Completed => pb::TrialStatus::Completed,
+        TrialStatus::Failed => pb::TrialStatus::Failed,
+        TrialStatus::Cancelled => pb::TrialStatus::Cancelled,
+        TrialStatus::Pruned => pb::TrialStatus::Pruned,
+    }
+}
+
+pub fn status_from_pb(status: i32) -> Result<TrialStatus, ConversionError> {
+    match pb::TrialStatus::try_from(status) {
+        Ok(pb::TrialStatus::Completed) => Ok(TrialStatus::Completed),
+        Ok(pb::TrialStatus::Failed) => Ok(TrialStatus::Failed),
+        Ok(pb::TrialStatus::Cancelled) => Ok(TrialStatus::Cancelled),
+        Ok(pb::TrialStatus::Pruned) => Ok(TrialStatus::Pruned),
+        Ok(pb::TrialStatus::Unspecified) => Err(ConversionError::MissingField("status")),
+        Err(_) => {
+            Err(ConversionError::Invalid { field: "status", message: format!("unknown value {status}") })
+        }
+    }
+}
+
+impl pb::JobState {
+    /// The state in words, as `quarry status` prints it.
+    pub fn word(self) -> &'static str {
+        match self {
+            pb::JobState::Unspecified => "unknown",
+            pb::JobState::Queued => "queued",
+            pb::JobState::Running => "running",
+            pb::JobState::Completed => "completed",
+            pb::JobState::Failed => "failed",
+            pb::JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Completed, failed or cancelled: nothing more will happen to the job.
+    pub fn is_final(self) -> bool {
+        matches!(self, pb::JobState::Completed | pb::JobState::Failed | pb::JobState::Cancelled)
+    }
+}
+
 impl From<&TrialSpec> for pb::TrialSpec {
     fn from(t: &TrialSpec) -> Self {
         pb::TrialSpec {
             trial_id: t.id.0,
             family: t.family.clone(),
-            params: t.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            params: params_to_pb(&t.config),
             seed: t.seed,
         }
     }
@@ -30,36 +95,16 @@ impl TryFrom<pb::TrialSpec> for TrialSpec {
         if t.family.is_empty() {
             return Err(ConversionError::MissingField("family"));
         }
-        let config = t
-            .params
-            .into_iter()
-            .map(|(k, v)| {
-                // Text is the wire form; integers and floats come back as what they print as.
-                let value = if let Ok(i) = v.parse::<i64>() {
-                    ParamValue::Int(i)
-                } else if let Ok(f) = v.parse::<f64>() {
-                    ParamValue::Float(f)
-                } else {
-                    ParamValue::Str(v)
-                };
-                (k, value)
-            })
-            .collect();
+        let config = params_from_pb(t.params);
         Ok(TrialSpec { id: TrialId(t.trial_id), family: t.family, config, seed: t.seed })
     }
 }
 
 impl From<&TrialOutcome> for pb::TrialOutcome {
     fn from(o: &TrialOutcome) -> Self {
-        let status = match o.status {
-            TrialStatus::Completed => pb::TrialStatus::Completed,
-            TrialStatus::Failed => pb::TrialStatus::Failed,
-            TrialStatus::Cancelled => pb::TrialStatus::Cancelled,
-            TrialStatus::Pruned => pb::TrialStatus::Pruned,
-        };
         pb::TrialOutcome {
             trial_id: o.id.0,
-            status: status as i32,
+            status: status_to_pb(o.status) as i32,
             score: o.score,
             fit_seconds: o.fit_seconds,
             rounds: o.rounds.map(|r| r as u64),
@@ -72,19 +117,7 @@ impl TryFrom<pb::TrialOutcome> for TrialOutcome {
     type Error = ConversionError;
 
     fn try_from(o: pb::TrialOutcome) -> Result<Self, Self::Error> {
-        let status = match pb::TrialStatus::try_from(o.status) {
-            Ok(pb::TrialStatus::Completed) => TrialStatus::Completed,
-            Ok(pb::TrialStatus::Failed) => TrialStatus::Failed,
-            Ok(pb::TrialStatus::Cancelled) => TrialStatus::Cancelled,
-            Ok(pb::TrialStatus::Pruned) => TrialStatus::Pruned,
-            Ok(pb::TrialStatus::Unspecified) => return Err(ConversionError::MissingField("status")),
-            Err(_) => {
-                return Err(ConversionError::Invalid {
-                    field: "status",
-                    message: format!("unknown value {}", o.status),
-                });
-            }
-        };
+        let status = status_from_pb(o.status)?;
         Ok(TrialOutcome {
             id: TrialId(o.trial_id),
             status,
@@ -118,6 +151,21 @@ mod tests {
         let bytes = pb::TrialSpec::from(&spec).encode_to_vec();
         let back = TrialSpec::try_from(pb::TrialSpec::decode(bytes.as_slice()).unwrap()).unwrap();
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn outcome_round_trips() {
+        let o = TrialOutcome {
+            id: TrialId(3),
+            status: TrialStatus::Pruned,
+            score: Some(0.25),
+            fit_seconds: 1.5,
+            rounds: Some(40),
+            failure_reason: None,
+        };
+        assert_eq!(TrialOutcome::try_from(pb::TrialOutcome::from(&o)).unwrap(), o);
+        assert_eq!(pb::JobState::Cancelled.word(), "cancelled");
+        assert!(pb::JobState::Failed.is_final() && !pb::JobState::Running.is_final());
     }
 
     #[test]
