@@ -1,6 +1,7 @@
 //! `quarry`: AutoML on tabular data from the command line.
 
 mod args;
+mod client;
 mod evaluate;
 mod final_model;
 mod fit;
@@ -8,7 +9,9 @@ mod output;
 mod predict;
 mod prepare;
 mod profile;
+mod remote_args;
 mod train;
+mod worker_cmd;
 
 use std::process::ExitCode;
 
@@ -31,6 +34,12 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Train(a) => train::run(a),
+        Command::Worker(a) => worker_cmd::run(a),
+        Command::Submit(a) => client::submit(a),
+        Command::Jobs(a) => client::jobs(a),
+        Command::Status(a) => client::status(a),
+        Command::Leaderboard(a) => client::leaderboard(a),
+        Command::Download(a) => client::download(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

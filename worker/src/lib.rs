@@ -5,6 +5,7 @@
 //! reason: the job goes on. `quarry fit` runs this in-process; `quarry worker` runs the same
 //! code for tasks leased from a coordinator.
 
+pub mod client;
 mod error;
 pub mod finalize;
 pub mod prepare;

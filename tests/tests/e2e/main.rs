@@ -2,4 +2,5 @@
 //! End-to-end: the real `quarry` binary on real files. One test binary, modules by topic.
 
 mod bad_input;
+mod distributed;
 mod fit_predict;
