@@ -5,4 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Outside the clone, so repeated runs (and CI on the same machine) build incrementally.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quarry/target}"
+# redis-server: the RedisLog tests and the distributed e2e tests start their own on a free port.
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
 cargo test --workspace --locked

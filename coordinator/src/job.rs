@@ -2,17 +2,19 @@ use std::time::{Duration, Instant};
 
 use quarry_featurize::Metric;
 use quarry_search::{
-    Asha, Config, DataShape, Decision, FifoScheduler, LocalSearcher, MedianStopping, Scheduler, Searcher,
-    Suggestion, TrialId, TrialOutcome, TrialRecord, TrialSpec, TrialStatus,
+    Asha, Config, DataShape, Decision, FifoScheduler, MedianStopping, Scheduler, TrialId, TrialOutcome,
+    TrialSpec, TrialStatus,
 };
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+
+use crate::driver::{DriverConfig, Next, SearchDriver};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("search: {0}")]
     Search(#[from] quarry_search::SearchError),
+    #[error("trial {0} is not in flight")]
+    UnknownTrial(TrialId),
 }
 
 /// Runs one trial to completion (or cancellation once `deadline` passes).
@@ -58,7 +60,7 @@ const MEDIAN_MIN_SAMPLES: usize = 5;
 const ASHA_REDUCTION_FACTOR: usize = 3;
 const ASHA_MAX_ROUNDS: usize = 3000;
 
-fn make_scheduler(kind: SchedulerKind) -> Box<dyn Scheduler + Send> {
+pub(crate) fn make_scheduler(kind: SchedulerKind) -> Box<dyn Scheduler + Send> {
     match kind {
         SchedulerKind::Fifo => Box::new(FifoScheduler),
         SchedulerKind::Median => Box::new(MedianStopping::new(SCHEDULER_GRACE_ROUNDS, MEDIAN_MIN_SAMPLES)),
@@ -103,8 +105,9 @@ pub fn rank(entries: &mut [LeaderboardEntry], metric: Metric) {
     });
 }
 
-/// Drives the search until the deadline, the trial limit, or the searcher runs dry.
-/// Returns the leaderboard, best first.
+/// Drives the search until the deadline, the trial limit, or the searcher runs dry, one trial
+/// at a time, through the same [`SearchDriver`] the server uses (so a distributed run with the
+/// same seed and `max_trials` suggests the same trials). Returns the leaderboard, best first.
 /// `reserve(best)` is the time to keep after the search, given the best trial so far; it is
 /// asked again before every trial since the best (and so the refit cost) changes.
 pub fn run_search(
@@ -113,73 +116,38 @@ pub fn run_search(
     reserve: &dyn Fn(Option<&LeaderboardEntry>) -> Duration,
     on_event: &mut dyn FnMut(SearchEvent<'_>),
 ) -> Result<Vec<LeaderboardEntry>, JobError> {
-    let families: Vec<&str> = config.families.iter().map(String::as_str).collect();
-    // The searcher's RNG and each trial's seed derive from the job seed alone, so a run with
-    // --max-trials is reproducible whatever the machine's speed.
-    let mut searcher = LocalSearcher::new(&families, config.shape, ChaCha8Rng::seed_from_u64(config.seed))?;
-    let mut scheduler = make_scheduler(config.scheduler);
-    let mut board: Vec<LeaderboardEntry> = Vec::new();
-    let mut best_idx: Option<usize> = None;
-    for n in 0.. {
-        if config.max_trials.is_some_and(|m| n >= m) {
-            break;
-        }
-        let search_deadline =
-            config.deadline.map(|d| d.checked_sub(reserve(best_idx.map(|b| &board[b]))).unwrap_or(d));
-        if search_deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        let Suggestion::Trial { family, config: params } = searcher.suggest() else { break };
-        let spec = TrialSpec {
-            id: TrialId(n as u64 + 1),
-            family,
-            config: params,
-            seed: config.seed.wrapping_mul(1_000_003).wrapping_add(n as u64),
+    let mut driver = SearchDriver::new(DriverConfig {
+        families: config.families.clone(),
+        shape: config.shape,
+        metric: config.metric,
+        seed: config.seed,
+        max_trials: config.max_trials,
+        scheduler: config.scheduler,
+        deterministic: config.deadline.is_none(),
+    })?;
+    loop {
+        let search_deadline = config.deadline.map(|d| d.checked_sub(reserve(driver.best())).unwrap_or(d));
+        let spec = match driver.next_trial(Instant::now(), search_deadline) {
+            Next::Trial(spec) => spec,
+            // One trial at a time: the window is never full here, but stopping is the safe answer.
+            Next::Wait | Next::Done => break,
         };
         on_event(SearchEvent::TrialStarted { spec: &spec });
         let trial_id = spec.id;
-        let mut report = |resource: usize, loss: f64| {
-            scheduler.on_trial_result(trial_id, resource, loss) == Decision::Continue
+        let outcome = {
+            let driver = &mut driver;
+            let mut report = |resource: usize, loss: f64| {
+                driver.on_progress(trial_id, resource, loss) == Decision::Continue
+            };
+            executor.execute(&spec, search_deadline, &mut report)
         };
-        let outcome = executor.execute(&spec, search_deadline, &mut report);
-        scheduler.on_trial_complete(trial_id);
         tracing::info!(trial = %spec.id, family = %spec.family, status = ?outcome.status, score = ?outcome.score, "trial finished");
-        if outcome.status == TrialStatus::Cancelled {
-            // Cut off by the budget: not data about the config, so the searcher never hears of it.
-            break;
+        if let Some(entry) = driver.record(outcome)? {
+            let entry = entry.clone();
+            on_event(SearchEvent::TrialFinished { entry: &entry, best: driver.best() });
         }
-        let loss = outcome.score.map(|s| config.metric.to_loss(s));
-        searcher.on_trial_complete(&TrialRecord {
-            family: spec.family.clone(),
-            config: spec.config.clone(),
-            loss,
-            cost: outcome.fit_seconds.max(Duration::from_millis(1).as_secs_f64()),
-        });
-        let entry = LeaderboardEntry {
-            id: spec.id,
-            family: spec.family.clone(),
-            params: spec.config.clone(),
-            metric: config.metric.name().to_string(),
-            validation_score: outcome.score,
-            fit_seconds: outcome.fit_seconds,
-            status: outcome.status,
-            failure_reason: outcome.failure_reason,
-            rounds: outcome.rounds,
-        };
-        board.push(entry);
-        let idx = board.len() - 1;
-        if let Some(l) = loss.filter(|l| l.is_finite()) {
-            let better = best_idx.is_none_or(|b| {
-                board[b].validation_score.map(|s| config.metric.to_loss(s)).is_none_or(|bl| l < bl)
-            });
-            if better {
-                best_idx = Some(idx);
-            }
-        }
-        on_event(SearchEvent::TrialFinished { entry: &board[idx], best: best_idx.map(|b| &board[b]) });
     }
-    rank(&mut board, config.metric);
-    Ok(board)
+    Ok(driver.into_leaderboard())
 }
 
 #[cfg(test)]

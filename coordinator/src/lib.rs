@@ -4,10 +4,20 @@
 //! It never depends on the worker crate: an executor is anything that turns a
 //! [`TrialSpec`] into a [`TrialOutcome`] (in-process today; over `quarry.v1` gRPC later).
 
+pub mod blobs;
+mod driver;
 mod ensemble;
+pub mod grpc;
 mod job;
+mod keep;
+pub mod log;
+pub mod redis_log;
+pub mod state;
 
+pub use driver::{DETERMINISM_WINDOW, DriverConfig, Next, SearchDriver};
 pub use ensemble::{Ensemble, EnsembleMember, select_ensemble};
+pub use keep::{KEEP_PER_FAMILY, KEEP_TOP, KeepSet};
+pub use log::{EventLog, FileLog, LogError, MemoryLog};
 
 pub use job::rank;
 

@@ -1,0 +1,141 @@
+//! Content-addressed blob store: `DIR/<sha256 hex>`. Writes go to a temporary file that is
+//! renamed into place once complete, so a reader never sees half a blob and a crash leaves at
+//! most a stray temporary file.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0:?} is not a blob hash (64 lowercase hex digits)")]
+    BadHash(String),
+    #[error("no blob {0}")]
+    Missing(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+/// True for a lowercase sha256 hex digest; anything else could name a path outside the store.
+pub fn is_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// An upload in progress.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: tokio::fs::File,
+    tmp: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    dir: PathBuf,
+}
+
+impl BlobWriter {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.file.write_all(data).await.map_err(|source| BlobError::Io { path: self.tmp.clone(), source })
+    }
+
+    /// Makes the blob durable and visible; returns (hash, size). Identical bytes map to the
+    /// same file, so a repeated upload is a no-op.
+    pub async fn finish(mut self) -> Result<(String, u64), BlobError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BlobError::Io { path, source }
+        };
+        self.file.flush().await.map_err(io(&self.tmp))?;
+        self.file.sync_all().await.map_err(io(&self.tmp))?;
+        let hash = hex::encode(self.hasher.finalize());
+        let dest = self.dir.join(&hash);
+        tokio::fs::rename(&self.tmp, &dest).await.map_err(io(&dest))?;
+        Ok((hash, self.size))
+    }
+}
+
+impl BlobStore {
+    pub fn open(dir: &Path) -> Result<BlobStore, BlobError> {
+        std::fs::create_dir_all(dir.join("tmp"))
+            .map_err(|source| BlobError::Io { path: dir.to_path_buf(), source })?;
+        Ok(BlobStore { dir: dir.to_path_buf() })
+    }
+
+    pub fn path(&self, hash: &str) -> Result<PathBuf, BlobError> {
+        if !is_hash(hash) {
+            return Err(BlobError::BadHash(hash.to_string()));
+        }
+        Ok(self.dir.join(hash))
+    }
+
+    pub fn contains(&self, hash: &str) -> bool {
+        self.path(hash).is_ok_and(|p| p.is_file())
+    }
+
+    pub async fn writer(&self) -> Result<BlobWriter, BlobError> {
+        let tmp = self.dir.join("tmp").join(format!(
+            "{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|source| BlobError::Io { path: tmp.clone(), source })?;
+        Ok(BlobWriter { file, tmp, hasher: Sha256::new(), size: 0, dir: self.dir.clone() })
+    }
+
+    pub async fn put(&self, data: &[u8]) -> Result<(String, u64), BlobError> {
+        let mut w = self.writer().await?;
+        w.write(data).await?;
+        w.finish().await
+    }
+
+    pub async fn open_blob(&self, hash: &str) -> Result<tokio::fs::File, BlobError> {
+        let path = self.path(hash)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::Missing(hash.to_string())),
+            Err(source) => Err(BlobError::Io { path, source }),
+        }
+    }
+
+    /// Deletes a blob nothing references any more; a missing one is fine.
+    pub fn remove(&self, hash: &str) {
+        if let Ok(p) = self.path(hash)
+            && let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "could not delete an unreferenced blob");
+        }
+    }
+}
+
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_is_content_addressed_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let (h1, n) = store.put(b"hello").await.unwrap();
+        assert_eq!(h1, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(n, 5);
+        let (h2, _) = store.put(b"hello").await.unwrap();
+        assert_eq!(h1, h2);
+        assert!(store.contains(&h1));
+        assert_eq!(std::fs::read(store.path(&h1).unwrap()).unwrap(), b"hello");
+        assert!(matches!(store.path("../etc/passwd"), Err(BlobError::BadHash(_))));
+        store.remove(&h1);
+        assert!(!store.contains(&h1));
+    }
+}

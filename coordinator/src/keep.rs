@@ -1,0 +1,141 @@
+//! Which trials' artifacts (out-of-fold predictions, fold models) the server keeps for the
+//! finalize task: the best [`KEEP_TOP`] plus each family's best [`KEEP_PER_FAMILY`], the same
+//! rule `quarry fit` applies (cli/src/final_model.rs). Results are considered in trial-id order,
+//! as `quarry fit` sees them, so the kept set does not depend on arrival order.
+
+use std::collections::BTreeMap;
+
+use quarry_search::TrialId;
+
+use crate::state::Artifact;
+
+pub const KEEP_TOP: usize = 20;
+pub const KEEP_PER_FAMILY: usize = 3;
+
+#[derive(Debug, Clone)]
+struct Kept {
+    loss: f64,
+    family: String,
+    artifacts: Vec<Artifact>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KeepSet {
+    kept: BTreeMap<TrialId, Kept>,
+    /// Results that arrived ahead of a lower id, not yet considered.
+    waiting: BTreeMap<u64, Option<Kept>>,
+    /// Every id up to this one has been considered.
+    considered: u64,
+}
+
+/// The candidate to drop: the worst that is not among its family's best few (or the worst
+/// overall when every candidate is).
+fn eviction(kept: &BTreeMap<TrialId, Kept>) -> Option<TrialId> {
+    let worse =
+        |a: &(&TrialId, &Kept), b: &(&TrialId, &Kept)| a.1.loss.total_cmp(&b.1.loss).then(a.0.cmp(b.0));
+    let protected = |id: &TrialId, k: &Kept| {
+        let better_in_family = kept
+            .iter()
+            .filter(|(other_id, o)| o.family == k.family && worse(&(other_id, o), &(id, k)).is_lt())
+            .count();
+        better_in_family < KEEP_PER_FAMILY
+    };
+    kept.iter()
+        .filter(|(id, k)| !protected(id, k))
+        .max_by(worse)
+        .or_else(|| kept.iter().max_by(worse))
+        .map(|(id, _)| *id)
+}
+
+fn consider(kept: &mut BTreeMap<TrialId, Kept>, id: TrialId, k: Kept) -> Vec<Artifact> {
+    kept.insert(id, k);
+    if kept.len() > KEEP_TOP
+        && let Some(out) = eviction(kept)
+    {
+        return kept.remove(&out).map(|k| k.artifacts).unwrap_or_default();
+    }
+    Vec::new()
+}
+
+impl KeepSet {
+    /// A finished trial; `loss` only for a completed, scored one. Returns the artifacts no
+    /// longer kept (the caller may delete their blobs).
+    pub fn add(
+        &mut self,
+        id: TrialId,
+        family: String,
+        loss: Option<f64>,
+        artifacts: Vec<Artifact>,
+    ) -> Vec<Artifact> {
+        let mut dropped = Vec::new();
+        let entry = match loss {
+            Some(loss) => Some(Kept { loss, family, artifacts }),
+            None => {
+                dropped.extend(artifacts);
+                None
+            }
+        };
+        self.waiting.insert(id.0, entry);
+        while let Some(next) = self.waiting.remove(&(self.considered + 1)) {
+            self.considered += 1;
+            if let Some(k) = next {
+                dropped.extend(consider(&mut self.kept, TrialId(self.considered), k));
+            }
+        }
+        dropped
+    }
+
+    /// The kept trials and their artifacts, by id (results still waiting for a lower id are
+    /// considered here, in id order, without changing the set).
+    pub fn kept(&self) -> Vec<(TrialId, Vec<Artifact>)> {
+        let mut kept = self.kept.clone();
+        for (id, k) in &self.waiting {
+            if let Some(k) = k {
+                consider(&mut kept, TrialId(*id), k.clone());
+            }
+        }
+        kept.into_iter().map(|(id, k)| (id, k.artifacts)).collect()
+    }
+
+    pub fn artifacts(&self) -> impl Iterator<Item = &Artifact> {
+        self.kept.values().chain(self.waiting.values().flatten()).flat_map(|k| k.artifacts.iter())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn art(id: u64) -> Vec<Artifact> {
+        vec![Artifact { name: "oof".into(), hash: format!("h{id}"), size: 1 }]
+    }
+
+    #[test]
+    fn keeps_top_twenty_plus_family_best_in_any_arrival_order() {
+        // 30 gbdt trials (loss = id) and 3 poor knn trials.
+        let trials: Vec<(u64, &str, f64)> = (1..=30)
+            .map(|i| (i, "gbdt", i as f64))
+            .chain([(31, "knn", 100.0), (32, "knn", 101.0), (33, "knn", 102.0)])
+            .collect();
+        let run = |order: &[usize]| {
+            let mut k = KeepSet::default();
+            let mut dropped = 0;
+            for &i in order {
+                let (id, fam, loss) = trials[i];
+                dropped += k.add(TrialId(id), fam.into(), Some(loss), art(id)).len();
+            }
+            (k.kept().into_iter().map(|(id, _)| id.0).collect::<Vec<_>>(), dropped)
+        };
+        let forward: Vec<usize> = (0..trials.len()).collect();
+        let backward: Vec<usize> = forward.iter().rev().copied().collect();
+        let (a, dropped) = run(&forward);
+        let (b, _) = run(&backward);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), KEEP_TOP);
+        assert_eq!(dropped, 33 - KEEP_TOP);
+        // The knn trials are protected as their family's best three.
+        assert!(a.contains(&31) && a.contains(&32) && a.contains(&33));
+        assert_eq!(a.iter().filter(|&&i| i <= 30).max(), Some(&17));
+    }
+}
