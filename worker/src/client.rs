@@ -137,9 +137,14 @@ fn transient(status: &Status) -> bool {
     )
 }
 
-/// Statuses that no retry can fix: the worker must stop and say why.
+/// Answers to `Register` that no retry can fix (wrong token, protocol version): stop and say why.
 fn fatal(status: &Status) -> bool {
     matches!(status.code(), Code::Unauthenticated | Code::FailedPrecondition | Code::PermissionDenied)
+}
+
+/// A wrong token on any later call (the coordinator restarted with another one).
+fn unauthenticated(status: &Status) -> bool {
+    status.code() == Code::Unauthenticated
 }
 
 /// A job's prepared data, made once by whichever slot gets there first (errors as text).
@@ -254,7 +259,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
             Err(s) if s.code() == Code::NotFound => {
                 register(&shared, &id).await?;
             }
-            Err(s) if fatal(&s) => return Err(WorkerError::Refused(s.message().to_string())),
+            Err(s) if unauthenticated(&s) => return Err(WorkerError::Refused(s.message().to_string())),
             Err(s) => tracing::debug!("heartbeat: {}", s.message()),
         }
     }
@@ -274,7 +279,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> Result<(), WorkerError> 
                 register(&shared, &id).await?;
                 continue;
             }
-            Err(s) if fatal(&s) => return Err(WorkerError::Refused(s.message().to_string())),
+            Err(s) if unauthenticated(&s) => return Err(WorkerError::Refused(s.message().to_string())),
             Err(s) => {
                 tracing::debug!(slot, "lease: {} (retrying)", s.message());
                 backoff.wait().await;

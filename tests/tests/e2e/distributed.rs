@@ -235,8 +235,13 @@ fn killing_a_worker_mid_trial_loses_no_trial() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let (_server, url) =
-        serve(&["--store", store.to_str().unwrap()], "127.0.0.1:0", &[], &tmp.path().join("serve.log"));
+    // A short lease TTL: the killed worker's trial is re-issued after 2 s, not 15.
+    let (_server, url) = serve(
+        &["--store", store.to_str().unwrap()],
+        "127.0.0.1:0",
+        &["--lease-ttl", "2s"],
+        &tmp.path().join("serve.log"),
+    );
     let mut victim = worker(&url, tmp.path(), 0, &[]);
     let _survivor = worker(&url, tmp.path(), 1, &[]);
     let job =
