@@ -41,7 +41,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn connect(c: &Connect) -> Result<Client> {
+/// The channel connects lazily, which needs `rt`'s reactor.
+fn connect(c: &Connect, rt: &tokio::runtime::Runtime) -> Result<Client> {
+    let _context = rt.enter();
     let url = coordinator_url(c)?;
     let auth = Auth::new(token(c).as_deref())?;
     Ok(QuarryServiceClient::with_interceptor(channel(&url)?, auth).max_decoding_message_size(64 << 20))
@@ -78,8 +80,8 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     // Overrides are checked here too, so a typo fails before the upload.
     args.columns.overrides()?;
     let file_name = args.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut client = connect(&args.connect)?;
     let rt = runtime()?;
+    let mut client = connect(&args.connect, &rt)?;
     rt.block_on(async {
         let hash = upload(&mut client, &args.data).await?;
         let spec = pb::JobSpec {
@@ -275,16 +277,18 @@ async fn download_into(client: &mut Client, id: &str, out: &Path) -> Result<()> 
 }
 
 pub fn download(args: DownloadArgs) -> Result<()> {
-    let mut client = connect(&args.connect)?;
-    runtime()?.block_on(download_into(&mut client, &args.job, &args.out))?;
+    let rt = runtime()?;
+    let mut client = connect(&args.connect, &rt)?;
+    rt.block_on(download_into(&mut client, &args.job, &args.out))?;
     println!("run folder: {}", args.out.display());
     Ok(())
 }
 
 pub fn jobs(args: JobsArgs) -> Result<()> {
-    let mut client = connect(&args.connect)?;
+    let rt = runtime()?;
+    let mut client = connect(&args.connect, &rt)?;
     let req = pb::ListJobsRequest { experiment: args.experiment.unwrap_or_default() };
-    let list = runtime()?.block_on(client.list_jobs(req)).map_err(|s| status_error("jobs", s))?.into_inner();
+    let list = rt.block_on(client.list_jobs(req)).map_err(|s| status_error("jobs", s))?.into_inner();
     println!("{:<28} {:<12} {:<10} {:<9} {:>7}  best", "job", "experiment", "state", "phase", "trials");
     for j in &list.jobs {
         let experiment = j.spec.as_ref().map_or("", |s| s.experiment.as_str());
@@ -305,8 +309,9 @@ pub fn jobs(args: JobsArgs) -> Result<()> {
 }
 
 pub fn status(args: JobArgs) -> Result<()> {
-    let mut client = connect(&args.connect)?;
-    let info = runtime()?
+    let rt = runtime()?;
+    let mut client = connect(&args.connect, &rt)?;
+    let info = rt
         .block_on(client.get_job(pb::JobId { id: args.job.clone() }))
         .map_err(|s| status_error("status", s))?
         .into_inner();
@@ -344,8 +349,9 @@ fn print_board(board: &pb::Leaderboard, top: usize) {
 }
 
 pub fn leaderboard(args: JobArgs) -> Result<()> {
-    let mut client = connect(&args.connect)?;
-    let board = runtime()?
+    let rt = runtime()?;
+    let mut client = connect(&args.connect, &rt)?;
+    let board = rt
         .block_on(client.list_trials(pb::JobId { id: args.job.clone() }))
         .map_err(|s| status_error("leaderboard", s))?
         .into_inner();
