@@ -28,6 +28,18 @@ pub enum Command {
     Export(ExportArgs),
     /// Run the coordinator: a gRPC server that hands trials to `quarry worker` processes.
     Serve(ServeArgs),
+    /// Run trials for a coordinator (`quarry serve`).
+    Worker(crate::remote_args::WorkerArgs),
+    /// Upload a dataset and start a job on a coordinator; prints the job id.
+    Submit(crate::remote_args::SubmitArgs),
+    /// List a coordinator's jobs.
+    Jobs(crate::remote_args::JobsArgs),
+    /// A job's state (queued, running, completed, failed, cancelled) and progress.
+    Status(crate::remote_args::JobArgs),
+    /// A job's leaderboard so far.
+    Leaderboard(crate::remote_args::JobArgs),
+    /// Download a completed job's run folder.
+    Download(crate::remote_args::DownloadArgs),
 }
 
 #[derive(Args)]

@@ -6,17 +6,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use quarry_coordinator::{JobConfig, LeaderboardEntry, SearchEvent, run_search};
-use quarry_featurize::Target;
 use quarry_learners::{Family, Pipeline};
-use quarry_search::{DataShape, TrialStatus, ValidationPlan};
-use quarry_worker::{TrialData, TrialRunner};
-use serde_json::json;
+use quarry_search::TrialStatus;
+use quarry_worker::finalize::{RunFacts, refit_estimate, run_record, write_run_folder};
+use quarry_worker::{FinalModel, Prepared, TrialData, TrialRunner};
 
 use crate::args::FitArgs;
 use crate::explain::{SummaryRows, write_run_explanations};
-use crate::final_model::{FinalModel, LocalExecutor, final_members, refit_estimate};
-use crate::output::{default_run_dir, print_leaderboard, write_json};
-use crate::prepare::{Prepared, prepare, thread_count};
+use crate::final_model::{LocalExecutor, final_members, finished};
+use crate::output::{default_run_dir, print_leaderboard};
+use crate::prepare::{prepare, thread_count};
 
 const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
 
@@ -45,17 +44,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         args.group_column.as_deref(),
     )?;
     let dataset = prepared.dataset_record();
-    let Prepared { encoder, metric, featurizer, x, y, guard, groups, target_encodings, .. } = prepared;
+    let plan = prepared.validation_plan(args.seed)?;
+    let shape = prepared.shape();
+    let Prepared { encoder, metric, featurizer, x, y, guard, target_encodings, .. } = prepared;
     let task = encoder.task;
-    let codes = match &y {
-        Target::Classes { codes, .. } => Some(codes.as_slice()),
-        Target::Values(_) => None,
-    };
-    let plan = match &groups {
-        Some(g) => ValidationPlan::choose_grouped(g, args.seed)?,
-        None => ValidationPlan::choose(x.n_rows, codes, args.seed)?,
-    };
-    let shape = DataShape { n_rows: x.n_rows, n_features: x.n_features(), n_classes: y.n_classes() };
     let n_folds = plan.folds.len();
     let plan_kind = plan.kind;
     let grouped_by = args.group_column.clone().filter(|_| plan.grouped);
@@ -88,7 +80,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         let refit = best
             .filter(|_| n_folds == 1)
-            .map(|b| refit_estimate(b, n_folds))
+            .map(|b| refit_estimate(b.fit_seconds, n_folds))
             .filter(|r| *r + base < left)
             .unwrap_or(Duration::ZERO);
         refit + base
@@ -123,40 +115,33 @@ pub fn run(args: FitArgs) -> Result<()> {
         bail!("every trial failed ({})", reasons.join("; "));
     };
 
-    let (final_model, members) = final_members(executor, &board, deadline, n_folds, args.seed)?;
+    let (final_model, members) = final_members(executor, &board, deadline, args.seed)?;
     let pipeline = Pipeline::new(task, metric, featurizer, encoder, members);
-    pipeline.save(&out_dir.join("model"))?;
     let onnx = crate::export::write_run_onnx(
         &out_dir,
         &pipeline,
         dataset["content_hash"].as_str().unwrap_or_default(),
     )?;
-    write_json(&out_dir.join("leaderboard.json"), &board)?;
-    write_json(&out_dir.join("guardrails.json"), &guard)?;
-    let run_record = json!({
-        "quarry_version": env!("CARGO_PKG_VERSION"),
-        "dataset": dataset,
-        "target": args.target,
-        "task": task,
-        "metric": metric,
-        "classes": pipeline.target.classes,
-        "schema": pipeline.featurizer.columns,
-        "n_features": shape.n_features,
-        "validation": plan_kind,
-        "validation_grouped_by": grouped_by,
-        "seed": args.seed,
-        "budget_seconds": budget.map(|b| b.as_secs_f64()),
-        "max_trials": args.max_trials,
-        "threads": threads,
-        "n_trials": board.len(),
-        "best_trial": best.id,
-        "best_family": best.family,
-        "best_validation_score": best.validation_score,
-        "final_model": final_model,
-        "onnx": onnx,
-        "elapsed_seconds": start.elapsed().as_secs_f64(),
+    let finished: Vec<_> = board.iter().map(finished).collect();
+    let mut run_record = run_record(&RunFacts {
+        dataset,
+        target: &args.target,
+        pipeline: &pipeline,
+        n_features: shape.n_features,
+        validation: plan_kind,
+        grouped_by: grouped_by.as_deref(),
+        seed: args.seed,
+        budget_seconds: budget.map(|b| b.as_secs_f64()),
+        max_trials: args.max_trials,
+        threads,
+        board: &finished,
+        final_model: &final_model,
+        elapsed_seconds: start.elapsed().as_secs_f64(),
     });
-    write_json(&out_dir.join("run.json"), &run_record)?;
+    if let Some(record) = run_record.as_object_mut() {
+        record.insert("onnx".into(), onnx);
+    }
+    write_run_folder(&out_dir, &pipeline, &board, &guard, &run_record)?;
     let data = runner.data();
     let (summary_x, summary_y, description) = match data.plan.folds.as_slice() {
         [holdout] => {

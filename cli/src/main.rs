@@ -1,6 +1,7 @@
 //! `quarry`: AutoML on tabular data from the command line.
 
 mod args;
+mod client;
 mod evaluate;
 mod explain;
 mod export;
@@ -11,8 +12,10 @@ mod output;
 mod predict;
 mod prepare;
 mod profile;
+mod remote_args;
 mod serve;
 mod train;
+mod worker_cmd;
 
 use std::process::ExitCode;
 
@@ -38,6 +41,12 @@ fn main() -> ExitCode {
         Command::Explain(a) => explain::run(a),
         Command::Export(a) => export::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Worker(a) => worker_cmd::run(a),
+        Command::Submit(a) => client::submit(a),
+        Command::Jobs(a) => client::jobs(a),
+        Command::Status(a) => client::status(a),
+        Command::Leaderboard(a) => client::leaderboard(a),
+        Command::Download(a) => client::download(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,8 @@ use serde_json::{Map, Value, json};
 use crate::args::TrainArgs;
 use crate::explain::{SummaryRows, write_run_explanations};
 use crate::output::{default_run_dir, print_leaderboard, write_json};
-use crate::prepare::{Prepared, prepare, thread_count};
+use crate::prepare::{prepare, thread_count};
+use quarry_worker::Prepared;
 
 fn parse_params(args: &[String]) -> Result<ParamMap> {
     let mut out = ParamMap::new();

@@ -1,8 +1,17 @@
-//! The worker side of a job: given training data and a validation plan, runs trials.
+//! The worker side of a job: prepares the training data, runs trials, assembles the final model.
 //!
 //! Trials run on a dedicated rayon pool, never on the caller's threads, and a failing or
-//! panicking fit becomes a failed [`TrialOutcome`] with its reason: the job goes on.
+//! panicking fit becomes a failed [`TrialOutcome`](quarry_search::TrialOutcome) with its
+//! reason: the job goes on. `quarry fit` runs this in-process; `quarry worker` runs the same
+//! code for tasks leased from a coordinator.
 
+pub mod client;
+mod error;
+pub mod finalize;
+pub mod prepare;
 mod runner;
 
-pub use runner::{FoldModels, TrialArtifacts, TrialData, TrialRunner, WorkerError};
+pub use error::WorkerError;
+pub use finalize::{FinalModel, FinishedTrial, KeptTrials, final_members, keep_set};
+pub use prepare::{PrepareOptions, Prepared, prepare};
+pub use runner::{FoldModels, TrialArtifacts, TrialData, TrialRunner};

@@ -5,17 +5,11 @@ use quarry_featurize::{FeatureMatrix, Metric, Predictions, Target, TargetEncodin
 use quarry_learners::{Family, FittedModel, ParamMap, check_params, fit};
 use quarry_search::{TrialOutcome, TrialSpec, TrialStatus, ValidationPlan};
 
+use crate::WorkerError;
+
 /// Boosting rounds a trial may use; early stopping on the fold's validation rows decides.
 const MAX_BOOSTING_ROUNDS: usize = 3000;
 const EARLY_STOPPING_ROUNDS: usize = 50;
-
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error("could not start a pool of {threads} threads: {message}")]
-    Pool { threads: usize, message: String },
-    #[error("{0}")]
-    Train(#[from] quarry_learners::TrainError),
-}
 
 /// Everything a trial reads: the featurized training rows and how to split them.
 pub struct TrialData {

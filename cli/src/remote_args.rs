@@ -1,0 +1,109 @@
+//! Arguments of the distributed commands: `worker`, `submit`, `jobs`, `status`, `leaderboard`,
+//! `download`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::args::{ColumnArgs, SchedulerArg, TaskArg, parse_duration};
+
+/// Where the coordinator is and how to authenticate: every client command takes these.
+#[derive(Args, Clone)]
+pub struct Connect {
+    /// The coordinator's gRPC address, e.g. http://10.0.0.5:7070 (default: $QUARRY_COORDINATOR).
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// The shared secret the coordinator was started with (default: $QUARRY_TOKEN).
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    pub slots: usize,
+    /// Offer this machine's GPU (GPU-wanting trials go only to such workers).
+    #[arg(long)]
+    pub gpu: bool,
+    /// Training threads, shared by the slots (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// A label the coordinator may match tasks on (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Where fetched datasets are cached (default: a folder under the system temp dir).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// The protocol version sent on register (tests only).
+    #[arg(long, hide = true)]
+    pub protocol_version: Option<u32>,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// Training data (.csv or .parquet), uploaded to the coordinator.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub target: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub task: TaskArg,
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Wall-clock budget of the job (default 60s unless --max-trials is given).
+    #[arg(long, value_parser = parse_duration)]
+    pub budget: Option<Duration>,
+    /// Stop after this many trials; without --budget the job is deterministic.
+    #[arg(long)]
+    pub max_trials: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub group_column: Option<String>,
+    #[arg(long, value_enum, default_value = "fifo")]
+    pub scheduler: SchedulerArg,
+    /// Groups related jobs.
+    #[arg(long, default_value = "default")]
+    pub experiment: String,
+    /// Follow the job and download its run folder when it completes.
+    #[arg(long)]
+    pub wait: bool,
+    /// Run folder for --wait (default runs/<timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
+}
+
+#[derive(Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// Only this experiment's jobs.
+    #[arg(long)]
+    pub experiment: Option<String>,
+}
+
+#[derive(Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    /// The job id `submit` printed.
+    pub job: String,
+}
+
+#[derive(Args)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    pub job: String,
+    /// Where the run folder goes.
+    #[arg(long)]
+    pub out: PathBuf,
+}
