@@ -128,7 +128,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some((xv, yv)) => SummaryRows { x: xv, y: yv, description: "validation file (seeded sample)".into() },
         None => SummaryRows { x: &x, y: &y, description: "training rows (seeded sample)".into() },
     };
-    write_run_explanations(&out_dir, &pipeline, &x, summary_rows, None, args.seed)?;
+    // No budget here, but KernelSHAP on 1,000 rows can take minutes: stop adding rows after 20 s.
+    let explain_deadline = Some(Instant::now() + std::time::Duration::from_secs(20));
+    write_run_explanations(&out_dir, &pipeline, &x, summary_rows, explain_deadline, args.seed)?;
     print_leaderboard(&board, metric, 1);
     println!("run folder: {}", out_dir.display());
     Ok(())

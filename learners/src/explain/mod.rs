@@ -304,7 +304,7 @@ pub fn explain(
     let k = outputs.len();
     let m = columns.len();
     let total: f64 = p.members.iter().map(|mb| mb.weight).sum();
-    if p.members.is_empty() || !(total > 0.0) {
+    if p.members.is_empty() || total.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return Err(TrainError::Explain("the pipeline has no weighted members".into()));
     }
     let mut acc = Contributions {
