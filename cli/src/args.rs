@@ -73,9 +73,13 @@ pub struct ServeArgs {
     /// `listening grpc=ADDR`).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc: String,
-    /// Address for the web dashboard (not built yet: accepted and ignored with a notice).
+    /// Address for the web dashboard and JSON API (port 0 picks a free one; printed as
+    /// `listening http=ADDR`).
     #[arg(long)]
     pub http: Option<String>,
+    /// Largest request body the HTTP server accepts (dataset uploads); larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = quarry_coordinator::http::DEFAULT_MAX_UPLOAD)]
+    pub max_upload: u64,
     /// Directory for the event log (events.log, unless --redis) and the blob store (blobs/);
     /// default ./quarry-store.
     #[arg(long)]

@@ -279,6 +279,7 @@ async fn download_into(client: &mut Client, id: &str, out: &Path) -> Result<()> 
         }
         file.flush().await.with_context(|| path.display().to_string())?;
     }
+    crate::report::write(out);
     Ok(())
 }
 

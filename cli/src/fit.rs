@@ -156,6 +156,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     let summary = SummaryRows { x: &summary_x, y: &summary_y, description: description.into() };
     write_run_explanations(&out_dir, &pipeline, &data.x, summary, deadline, args.seed)?;
+    crate::report::write(&out_dir);
 
     print_leaderboard(&board, metric, 10);
     let final_score = match &final_model {

@@ -13,6 +13,7 @@ mod predict;
 mod prepare;
 mod profile;
 mod remote_args;
+mod report;
 mod serve;
 mod train;
 mod worker_cmd;

@@ -1,6 +1,7 @@
 //! `quarry serve`: the coordinator as a gRPC server. It keeps jobs, trials and leases in an
 //! event log (a file under --store, or Redis) and artifacts in a blob directory; workers
-//! (`quarry worker`) do all the data work.
+//! (`quarry worker`) do all the data work. With `--http`, the dashboard and JSON API are
+//! served on the same runtime over the same state.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,15 +9,21 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use quarry_coordinator::blobs::BlobStore;
 use quarry_coordinator::grpc::{Auth, Server, serve};
+use quarry_coordinator::http::{self, HttpConfig};
 use quarry_coordinator::redis_log::RedisLog;
 use quarry_coordinator::{EventLog, FileLog};
 
 use crate::args::ServeArgs;
 
+/// Everything served on `--http`. Routers merged here (`.merge(...)`) sit behind the same
+/// token check and upload limit, which wrap the whole.
+fn http_router(server: &Server, args: &ServeArgs) -> axum::Router {
+    let routes = http::router(server.clone());
+    let config = HttpConfig { token: args.token.clone(), max_upload: args.max_upload };
+    http::protect(routes, &config)
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
-    if let Some(http) = &args.http {
-        eprintln!("note: --http {http}: the web dashboard is not built yet; serving gRPC only");
-    }
     let store = args.store.clone().unwrap_or_else(|| PathBuf::from("quarry-store"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -36,12 +43,36 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let addr = listener.local_addr().context("reading the bound address")?;
         // Tests and scripts read the port from this line (--grpc 127.0.0.1:0 picks a free one).
         println!("listening grpc={addr}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let http_task = match &args.http {
+            Some(http_addr) => {
+                let listener = tokio::net::TcpListener::bind(http_addr)
+                    .await
+                    .with_context(|| format!("binding --http {http_addr}"))?;
+                let addr = listener.local_addr().context("reading the bound address")?;
+                println!("listening http={addr}");
+                let router = http_router(&server, &args);
+                let mut stop = stop_rx.clone();
+                Some(tokio::spawn(async move {
+                    http::serve(listener, router, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+                }))
+            }
+            None => None,
+        };
         std::io::stdout().flush().ok();
-        let shutdown = async {
+        let shutdown = async move {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("shutting down");
+            let _ = stop_tx.send(true);
         };
         serve(server, Auth::new(args.token.as_deref()), listener, shutdown).await?;
+        if let Some(task) = http_task {
+            // Open event streams would hold a graceful shutdown forever; give them a moment.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+        }
         Ok(())
     })
 }

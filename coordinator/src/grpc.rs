@@ -56,6 +56,7 @@ struct Shared {
     job_events: broadcast::Sender<(String, pb::JobEvent)>,
     event_seq: AtomicU64,
     blobs: BlobStore,
+    progress: crate::progress::ProgressLog,
 }
 
 /// The server; clone it into both services.
@@ -137,6 +138,7 @@ impl Server {
                 job_events,
                 event_seq: AtomicU64::new(0),
                 blobs,
+                progress: crate::progress::ProgressLog::default(),
             }),
         };
         let reaper = server.clone();
@@ -224,6 +226,59 @@ impl Server {
             w.write(&chunk.data).await.map_err(blob_status)?;
         }
         w.finish().await.map_err(blob_status)
+    }
+}
+
+/// A subscription to "this job changed" notices (the HTTP layer's live views).
+pub struct JobChanges(broadcast::Receiver<(String, pb::JobEvent)>);
+
+impl JobChanges {
+    /// The next changed job's id; `None` when this reader fell behind (anything may have
+    /// changed) and `Err` once the server is gone.
+    pub async fn recv(&mut self) -> Result<Option<String>, ()> {
+        match self.0.recv().await {
+            Ok((job, _)) => Ok(Some(job)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Ok(None),
+            Err(broadcast::error::RecvError::Closed) => Err(()),
+        }
+    }
+}
+
+/// What the HTTP layer (`crate::http`) reads and changes; the same paths the gRPC handlers take.
+impl Server {
+    /// Runs `f` on the current state under the lock (keep it short).
+    pub fn read<T>(&self, f: impl FnOnce(&Coordinator) -> T) -> T {
+        f(&self.lock())
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.shared.blobs
+    }
+
+    pub fn subscribe(&self) -> JobChanges {
+        JobChanges(self.shared.job_events.subscribe())
+    }
+
+    /// Reported `(resource, loss)` points of a trial (since this process started).
+    pub fn trial_curve(&self, job: &str, trial: u64) -> Vec<(u64, f64)> {
+        self.shared.progress.curve(job, trial)
+    }
+
+    /// Creates a job on an uploaded dataset, as `CreateJob` does.
+    pub async fn create_job(&self, spec: JobSpec) -> Result<String, Status> {
+        if !self.shared.blobs.contains(&spec.dataset_hash) {
+            return Err(Status::not_found(format!(
+                "dataset {:?} is not on the coordinator: upload it first",
+                spec.dataset_hash
+            )));
+        }
+        let id = self.mutate(|c, now| c.create_job(spec, now)).await?;
+        tracing::info!(job = %id, "job created");
+        Ok(id)
+    }
+
+    pub async fn cancel_job(&self, id: &str) -> Result<(), Status> {
+        self.mutate(|c, now| c.cancel(id, now)).await
     }
 }
 
@@ -717,6 +772,11 @@ impl pb::worker_service_server::WorkerService for Server {
         // Known workers also renew their other leases; an unknown one only this lease.
         let _ = c.heartbeat(&r.worker_id, now);
         let stop = c.progress(r.fencing_token, r.resource, r.loss, now);
+        if let Some(l) = c.lease(r.fencing_token)
+            && let crate::state::TaskKey::Trial(t) = l.task
+        {
+            self.shared.progress.record(&l.job, t, r.resource, r.loss);
+        }
         Ok(Response::new(pb::ProgressResponse { stop }))
     }
 

@@ -8,9 +8,11 @@ pub mod blobs;
 mod driver;
 mod ensemble;
 pub mod grpc;
+pub mod http;
 mod job;
 mod keep;
 pub mod log;
+mod progress;
 pub mod redis_log;
 pub mod state;
 

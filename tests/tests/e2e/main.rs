@@ -2,6 +2,7 @@
 //! End-to-end: the real `quarry` binary on real files. One test binary, modules by topic.
 
 mod bad_input;
+mod dashboard;
 mod distributed;
 mod explain;
 mod fit_predict;
