@@ -8,9 +8,12 @@ use std::sync::Mutex;
 /// Points kept per trial; past this, every other point is dropped (the curve keeps its shape).
 const MAX_POINTS: usize = 256;
 
+/// `(resource, loss)` points per (job, trial).
+type Curves = HashMap<(String, u64), Vec<(u64, f64)>>;
+
 #[derive(Debug, Default)]
 pub struct ProgressLog {
-    curves: Mutex<HashMap<(String, u64), Vec<(u64, f64)>>>,
+    curves: Mutex<Curves>,
 }
 
 impl ProgressLog {

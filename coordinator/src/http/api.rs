@@ -219,7 +219,8 @@ pub async fn create_from_form(s: &AppState, mut multipart: Multipart) -> Result<
     while let Some(mut field) = multipart.next_field().await.map_err(field_err)? {
         let name = field.name().unwrap_or_default().to_string();
         if name == "file" {
-            spec.file_name = field.file_name().unwrap_or("upload.csv").to_string();
+            // Browsers send a quote in a file name as %22 (HTML's multipart encoding).
+            spec.file_name = field.file_name().unwrap_or("upload.csv").replace("%22", "\"");
             let mut w = s
                 .server
                 .blobs()

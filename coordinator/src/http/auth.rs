@@ -135,13 +135,13 @@ async fn check_token(token: Arc<str>, req: Request, next: Next) -> Response {
     {
         return next.run(req).await;
     }
-    if let Some(given) = query_token(req.uri().query()) {
-        if matches(&given, &token) {
-            // Once: keep it in a cookie and drop it from the address bar.
-            let mut resp = Redirect::to(&path).into_response();
-            resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&token));
-            return resp;
-        }
+    if let Some(given) = query_token(req.uri().query())
+        && matches(&given, &token)
+    {
+        // Once: keep it in a cookie and drop it from the address bar.
+        let mut resp = Redirect::to(&path).into_response();
+        resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&token));
+        return resp;
     }
     if is_api(&path) {
         return (

@@ -254,7 +254,7 @@ struct Browser {
     shots: PathBuf,
 }
 
-const ELEMENT: &str = "element-6066-11e4-a6c8-4d6ef5ad5c5e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
     fn start(shots: PathBuf) -> Browser {
@@ -343,7 +343,7 @@ impl Browser {
 
     fn find(&self, css: &str) -> String {
         let v = self.call("POST", "/element", Some(json!({ "using": "css selector", "value": css })));
-        v[ELEMENT].as_str().unwrap().to_string()
+        v[ELEMENT].as_str().unwrap_or_else(|| panic!("find {css}: {v}")).to_string()
     }
 
     fn text(&self, css: &str) -> String {
