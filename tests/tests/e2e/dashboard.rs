@@ -499,3 +499,34 @@ fn dashboard_in_headless_chromium() {
     let tar = String::from_utf8_lossy(&tar);
     assert!(tar.contains("job-2/run.json") && tar.contains("job-2/leaderboard.json"), "run folder tar");
 }
+
+#[test]
+fn fit_writes_a_self_contained_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let data = example("penguins/train.csv");
+    quarry_tests::quarry_ok(&[
+        "fit",
+        "--data",
+        data.to_str().unwrap(),
+        "--target",
+        "species",
+        "--max-trials",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let html = read(&out.join("report.html"));
+    assert!(html.starts_with("<!doctype html>"), "report.html missing or empty");
+    // Self-contained: no external script, style sheet or image.
+    assert!(!html.contains("<link") && !html.contains(" src=\""), "external reference in report.html");
+    // The leaderboard and importance are inlined as data.
+    let start = html.find("<script type=\"application/json\" id=\"data\">").unwrap();
+    let json_text = &html[start..].split_once('>').unwrap().1;
+    let json_text = json_text.split_once("</script>").unwrap().0;
+    let v: Value = serde_json::from_str(json_text).unwrap();
+    assert_eq!(v["snapshot"]["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(v["snapshot"]["job"]["metric"], "log_loss");
+    assert!(v["importance"]["importance"].as_array().is_some_and(|a| !a.is_empty()), "importance inlined");
+    assert!(v["guardrails"]["n_rows"].as_u64().unwrap() > 0);
+}
