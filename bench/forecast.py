@@ -115,7 +115,7 @@ def main():
     print(f"\nstarted {started['date']} (`{started['uptime']}`)\nfinished {finished['date']} (`{finished['uptime']}`)\n")
     print(f"| dataset | quarry MASE ({args.budget}) | seasonal naive | naive | AutoETS | AutoARIMA | FLAML | "
           "best of SN/ETS/ARIMA | quarry ≤ it | quarry ≤ FLAML | quarry sMAPE | quarry wall s | FLAML wall s | load (1-min) | quarry ensemble |")
-    print("|---|" + "---|" * 15)
+    print("|---|" + "---|" * 14)
     for name, r in results.items():
         q = mase(r, "quarry")
         best = min((v for v in (mase(r, "seasonal_naive"), mase(r, "autoets"), mase(r, "autoarima")) if v is not None),
