@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use quarry_featurize::datetime::civil_from_unix;
-use quarry_featurize::forecast::panel::{parse_time, series_key};
+use quarry_featurize::forecast::panel::{parse_number, parse_time, series_key};
 use quarry_featurize::forecast::{
     ForecastMetric, Frequency, FrequencyKind, Scored, SeriesData, build_panel, mase_scale,
     weighted_quantile_loss,
 };
 use quarry_featurize::load_table;
 use quarry_learners::forecast::{
-    FittedForecaster, ForecasterSpec, GlobalLearner, SeriesView, Transform, fit as fit_forecaster,
+    Covariates, FittedForecaster, ForecasterSpec, GlobalLearner, SeriesView, Transform, fit as fit_forecaster,
 };
 use quarry_learners::gbdt::TreeParams;
 use quarry_search::{ForecastWindow, rolling_origin_windows};
@@ -53,6 +53,11 @@ pub struct ForecastArgs {
     /// Forecasting: the seasonal period in grid steps (default from the frequency: 7 for D, 12 for MS, …).
     #[arg(long)]
     pub seasonality: Option<usize>,
+    /// Forecasting: a numeric column whose future values will be given to `predict --data`
+    /// (repeatable); global models read its value at the forecast point. Other numeric
+    /// columns are past-only covariates (read a horizon back).
+    #[arg(long = "known-covariate", value_name = "COL")]
+    pub known_covariate: Vec<String>,
 }
 
 /// Everything `quarry predict` needs, saved as `model/forecast.json`.
@@ -69,6 +74,11 @@ struct Bundle {
     metric: ForecastMetric,
     /// The training history (models forecast from it).
     series: Vec<SeriesData>,
+    /// Covariate columns (the order of each series' `covariates`) and which are known ahead.
+    #[serde(default)]
+    covariates: Vec<String>,
+    #[serde(default)]
+    known_covariates: Vec<String>,
     members: Vec<Member>,
     quantiles: QuantileTable,
 }
@@ -120,12 +130,20 @@ fn views(series: &[SeriesData], cutoff: i64) -> Vec<(usize, SeriesView<'_>)> {
         .filter_map(|(i, s)| {
             let n = (cutoff - s.start).clamp(0, s.values.len() as i64) as usize;
             let v = &s.values[..n];
-            (v.iter().any(|x| x.is_finite())).then(|| (i, SeriesView::new(s.start, v)))
+            // Covariates stay whole: known ones are read ahead, past-only ones never past `n`.
+            (v.iter().any(|x| x.is_finite()))
+                .then(|| (i, SeriesView::new(s.start, v).with_covariates(&s.covariates)))
         })
         .collect()
 }
 
-fn candidates(series: &[SeriesData], frequency: &Frequency, m: usize) -> Vec<ForecasterSpec> {
+fn candidates(
+    series: &[SeriesData],
+    frequency: &Frequency,
+    m: usize,
+    horizon: usize,
+    covariates: &Covariates,
+) -> Vec<ForecasterSpec> {
     let positive = series.iter().all(|s| s.values.iter().all(|v| !v.is_finite() || *v > 0.0));
     let mut transforms = vec![Transform::Identity];
     if positive {
@@ -136,12 +154,6 @@ fn candidates(series: &[SeriesData], frequency: &Frequency, m: usize) -> Vec<For
         FrequencyKind::Fixed { seconds: 3600 } => vec![168],
         _ => Vec::new(),
     };
-    // Short series (a panel of a few years of months) overfit larger trees; long series (years
-    // of days, with holidays) need them. Chosen on the three benchmark datasets: a choice by
-    // validation windows picked the larger trees for txhousing, which were worse on its test year.
-    let mut lengths: Vec<usize> = series.iter().map(SeriesData::n_observed).collect();
-    lengths.sort_unstable();
-    let long = lengths.get(lengths.len() / 2).is_some_and(|n| *n >= 1000);
     let small = TreeParams {
         n_estimators: 150,
         learning_rate: 0.05,
@@ -162,15 +174,39 @@ fn candidates(series: &[SeriesData], frequency: &Frequency, m: usize) -> Vec<For
             transform: t,
             learner: GlobalLearner::Ridge { lambda: 1e-3 },
             extra_lags: extra_lags.clone(),
+            covariates: covariates.clone(),
+            direct: 0,
         });
     }
+    // Two tree sizes; the validation windows decide between them (and the ensemble may mix).
     let large = TreeParams { n_estimators: 300, num_leaves: 15, min_child_samples: 10, ..small.clone() };
-    for params in [if long { large } else { small }] {
+    for params in [&small, &large] {
         for &t in &transforms {
             out.push(ForecasterSpec::Global {
                 transform: t,
                 learner: GlobalLearner::Trees { params: params.clone() },
                 extra_lags: extra_lags.clone(),
+                covariates: covariates.clone(),
+                direct: 0,
+            });
+        }
+    }
+    // Direct models (no error fed back through the lags), on the first transform only: they
+    // train on one row per origin and step, so they cost the most and come last.
+    if horizon > 1 {
+        let t = transforms[0];
+        let learners = [
+            GlobalLearner::Ridge { lambda: 1e-3 },
+            GlobalLearner::Trees { params: small },
+            GlobalLearner::Trees { params: large },
+        ];
+        for learner in learners {
+            out.push(ForecasterSpec::Global {
+                transform: t,
+                learner,
+                extra_lags: extra_lags.clone(),
+                covariates: covariates.clone(),
+                direct: horizon,
             });
         }
     }
@@ -309,7 +345,36 @@ pub fn fit(args: &FitArgs) -> Result<()> {
     let metric = ForecastMetric::parse(args.metric.as_deref().unwrap_or("mase"))?;
     let freq_kind = FrequencyKind::parse(&fa.frequency)?;
     let loaded = load_table(&args.data)?;
-    let panel = build_panel(&loaded.table, &time_column, &args.target, &fa.series_id, freq_kind)
+    let table = &loaded.table;
+    let names = table.column_names();
+    for c in fa.known_covariate.iter().chain(&args.columns.drop) {
+        if !names.contains(&c.as_str()) {
+            bail!("{}: column {c:?} not found; columns are: {}", args.data.display(), names.join(", "));
+        }
+    }
+    let structural: Vec<&str> = std::iter::once(time_column.as_str())
+        .chain(std::iter::once(args.target.as_str()))
+        .chain(fa.series_id.iter().map(String::as_str))
+        .collect();
+    if let Some(c) = fa.known_covariate.iter().find(|c| structural.contains(&c.as_str())) {
+        bail!("--known-covariate {c:?} is the time, target or a series id column");
+    }
+    // Every other numeric column is a past-only covariate; text columns are left out.
+    let (mut past_cols, mut ignored) = (Vec::new(), Vec::new());
+    for c in names.iter().copied() {
+        if structural.contains(&c) || fa.known_covariate.iter().any(|k| k == c) {
+            continue;
+        }
+        if args.columns.drop.iter().any(|d| d == c) {
+            ignored.push(c.to_string());
+        } else if (0..table.n_rows).all(|r| parse_number(table, c, r, "covariate").is_ok()) {
+            past_cols.push(c.to_string());
+        } else {
+            ignored.push(c.to_string());
+        }
+    }
+    let cov_names: Vec<String> = fa.known_covariate.iter().chain(&past_cols).cloned().collect();
+    let panel = build_panel(table, &time_column, &args.target, &fa.series_id, &cov_names, freq_kind)
         .with_context(|| args.data.display().to_string())?;
     let freq = panel.frequency;
     let m = fa.seasonality.unwrap_or_else(|| freq.default_seasonality()).max(1);
@@ -325,14 +390,15 @@ pub fn fit(args: &FitArgs) -> Result<()> {
             min_train
         );
     }
+    let n_known = fa.known_covariate.len();
+    let covariates = Covariates {
+        names: cov_names.clone(),
+        known: (0..n_known).collect(),
+        past: (n_known..cov_names.len()).collect(),
+        past_lag: horizon,
+    };
     let short: Vec<String> =
         series.iter().filter(|s| s.n_observed() < 2 * m + horizon).map(|s| s.key.clone()).collect();
-    let used: Vec<&str> = std::iter::once(time_column.as_str())
-        .chain(std::iter::once(args.target.as_str()))
-        .chain(fa.series_id.iter().map(String::as_str))
-        .collect();
-    let ignored: Vec<String> =
-        loaded.table.column_names().into_iter().filter(|c| !used.contains(c)).map(str::to_string).collect();
     if !short.is_empty() {
         eprintln!(
             "warning: {} series have fewer than 2×season + horizon = {} observed points; local seasonal models fall back to simpler ones for them",
@@ -341,14 +407,19 @@ pub fn fit(args: &FitArgs) -> Result<()> {
         );
     }
     if !ignored.is_empty() {
-        eprintln!("warning: columns {ignored:?} are not used (covariates are not supported yet)");
+        eprintln!("warning: columns {ignored:?} are not used (dropped, or not numeric)");
+    }
+    if !past_cols.is_empty() {
+        eprintln!(
+            "note: {past_cols:?} are past-only covariates (read {horizon} points back); pass --known-covariate COL for a column whose future values predict will be given"
+        );
     }
 
     // Candidates in order of cost; a candidate starts only while 70% of the budget is left
     // unused, the rest is for the final refit and writing the run folder.
     let search_until = start + budget.mul_f64(0.7);
     let mut cands: Vec<Candidate> = Vec::new();
-    for spec in candidates(series, &freq, m) {
+    for spec in candidates(series, &freq, m, horizon, &covariates) {
         if Instant::now() > search_until {
             tracing::info!(candidate = spec.name(), "skipped: budget");
             continue;
@@ -388,7 +459,8 @@ pub fn fit(args: &FitArgs) -> Result<()> {
     let total: f64 = weights.iter().sum();
 
     // Final members refitted on the whole history.
-    let all_views: Vec<SeriesView> = series.iter().map(|s| SeriesView::new(s.start, &s.values)).collect();
+    let all_views: Vec<SeriesView> =
+        series.iter().map(|s| SeriesView::new(s.start, &s.values).with_covariates(&s.covariates)).collect();
     let scales: Vec<f64> = all_views.iter().map(|v| v.scale).collect();
     let mut members = Vec::new();
     for (c, w) in ok.iter().zip(&weights).filter(|(_, w)| **w > 0.0) {
@@ -437,12 +509,28 @@ pub fn fit(args: &FitArgs) -> Result<()> {
         horizon,
         metric,
         series: series.clone(),
+        covariates: cov_names.clone(),
+        known_covariates: fa.known_covariate.clone(),
         members,
         quantiles,
     };
     let text = serde_json::to_string(&bundle)?;
     std::fs::write(model_dir.join("forecast.json"), text)
         .with_context(|| format!("writing {}", model_dir.join("forecast.json").display()))?;
+    let onnx = export_onnx(&ExportInput {
+        out_dir: &out_dir,
+        members: &bundle.members,
+        ok: &ok,
+        views: &all_views,
+        freq: &freq,
+        m,
+        seed: args.seed,
+        target: &args.target,
+        hash: &loaded.content_hash,
+    });
+    if onnx["exported"] != true {
+        eprintln!("warning: no model.onnx: {}", onnx["reason"].as_str().unwrap_or(""));
+    }
 
     let mut board: Vec<serde_json::Value> = cands
         .iter()
@@ -476,9 +564,12 @@ pub fn fit(args: &FitArgs) -> Result<()> {
         "short_series": short,
         "short_series_threshold": 2 * m + horizon,
         "ignored_columns": ignored,
+        "known_covariates": fa.known_covariate,
+        "past_only_covariates": past_cols,
         "findings": {
             "short_series": if short.is_empty() { "none" } else { "local seasonal models (ETS, seasonal naive) fall back to non-seasonal forms or the last value for these; global models still cover them" },
-            "ignored_columns": "covariates (known-future or past-only) are not used yet; only the target history and calendar parts are",
+            "ignored_columns": "dropped with --drop, or not numeric: not used",
+            "covariates": "global models read known covariates at the forecast point and past-only covariates one horizon back; local models (naive, ETS) use the target alone",
         },
     });
     write_json(&out_dir.join("guardrails.json"), &guard)?;
@@ -505,7 +596,7 @@ pub fn fit(args: &FitArgs) -> Result<()> {
         },
         "quantiles": {"levels": QUANTILES, "method": "split conformal on rolling-origin residuals, per horizon step", "validation_weighted_quantile_loss": wql},
         "model_format_version": BUNDLE_FORMAT_VERSION,
-        "onnx": {"exported": false, "reason": "ONNX export of forecast models is not implemented; local models (ETS, naive) have no ONNX form and the global models need their recursive lag loop"},
+        "onnx": onnx,
         "elapsed_seconds": start.elapsed().as_secs_f64(),
     });
     write_json(&out_dir.join("run.json"), &run_record)?;
@@ -524,6 +615,100 @@ pub fn fit(args: &FitArgs) -> Result<()> {
     );
     println!("run folder: {}", out_dir.display());
     Ok(())
+}
+
+struct ExportInput<'a> {
+    out_dir: &'a Path,
+    members: &'a [Member],
+    ok: &'a [&'a Candidate],
+    views: &'a [SeriesView<'a>],
+    freq: &'a Frequency,
+    m: usize,
+    seed: u64,
+    target: &'a str,
+    hash: &'a str,
+}
+
+const LOCAL_NOT_EXPORTED: &str = "local models (naive, seasonal naive, ETS) keep per-series state and are not exported: each needs its own series' history and its own recursion, which a fixed ONNX graph over feature rows cannot express";
+
+/// Writes `model.onnx`: the one-step global model (the heaviest global member of the ensemble,
+/// else the best-validated global candidate refitted on all the history) with its lag features
+/// as inputs, plus `onnx_check.json` (each series' next-point features, scale and quarry's
+/// one-step forecast) so a runtime can be checked against quarry. Returns run.json's `onnx`.
+fn export_onnx(inp: &ExportInput) -> serde_json::Value {
+    let is_global = |m: &FittedForecaster| matches!(m, FittedForecaster::Global { .. });
+    let local: Vec<&str> =
+        inp.members.iter().filter(|m| !is_global(&m.model)).map(|m| m.name.as_str()).collect();
+    let from_ensemble = inp
+        .members
+        .iter()
+        .filter(|m| is_global(&m.model))
+        .max_by(|a, b| a.weight.total_cmp(&b.weight))
+        .map(|m| (m.name.clone(), m.model.clone(), m.weight));
+    let chosen = from_ensemble.or_else(|| {
+        let best = inp
+            .ok
+            .iter()
+            .filter(|c| matches!(c.spec, ForecasterSpec::Global { .. }))
+            .min_by(|a, b| a.score.total_cmp(&b.score))?;
+        let model = fit_forecaster(&best.spec, inp.views, inp.freq, inp.m, inp.seed).ok()?;
+        Some((best.spec.name(), model, 0.0))
+    });
+    let Some((name, FittedForecaster::Global { model }, weight)) = chosen else {
+        return json!({"exported": false, "reason": format!("no global model could be fitted; {LOCAL_NOT_EXPORTED}")});
+    };
+    let names = model.feature_names().to_vec();
+    let meta = vec![
+        ("quarry_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("task".to_string(), "forecast".to_string()),
+        ("target".to_string(), inp.target.to_string()),
+        ("model".to_string(), name.clone()),
+        ("strategy".to_string(), if model.is_direct() {
+            "direct global model: one row per forecast step, all built from the same origin's history, with `step` (1..=horizon) as a feature".to_string()
+        } else {
+            "one-step global model; forecast recursively: append each prediction to the history and rebuild the lag features".to_string()
+        }),
+        ("inputs".to_string(), json!({
+            "features": names,
+            "scale": "the series' mean absolute observed value (1 when 0); values are divided by it (then logged for a log model)",
+            "feature_units": "lags and rolling means are relative to `level` (the mean of the last season); calendar parts and the series code as in model/forecast.json",
+        }).to_string()),
+        ("ensemble_weight".to_string(), weight.to_string()),
+        ("not_exported".to_string(), json!({"members": local, "reason": LOCAL_NOT_EXPORTED}).to_string()),
+        ("dataset_hash".to_string(), inp.hash.to_string()),
+    ];
+    let bytes = match quarry_learners::onnx::export_global_forecast(&model, &meta) {
+        Ok(b) => b,
+        Err(e) => return json!({"exported": false, "reason": format!("{e}")}),
+    };
+    let path = inp.out_dir.join("model.onnx");
+    if let Err(e) = std::fs::write(&path, bytes) {
+        return json!({"exported": false, "reason": format!("writing {}: {e}", path.display())});
+    }
+    let rows = model.next_features(inp.views, inp.freq);
+    let one = model.forecast(inp.views, inp.freq, &vec![1; inp.views.len()]);
+    let check: Vec<serde_json::Value> = rows
+        .iter()
+        .zip(inp.views)
+        .zip(&one)
+        .filter_map(|((r, v), f)| {
+            let r = r.as_ref()?;
+            Some(json!({
+                "features": r.iter().map(|x| x.is_finite().then_some(*x)).collect::<Vec<_>>(),
+                "scale": v.scale,
+                "expected": f.first().copied(),
+            }))
+        })
+        .collect();
+    let _ = write_json(&inp.out_dir.join("onnx_check.json"), &check);
+    json!({
+        "exported": true,
+        "model": name,
+        "ensemble_weight": weight,
+        "what": "the one-step global model with its lag features as inputs (see the model's metadata); predict's forecasts are the full ensemble",
+        "not_exported": local,
+        "reason": if local.is_empty() { serde_json::Value::Null } else { json!(LOCAL_NOT_EXPORTED) },
+    })
 }
 
 /// The forecast bundle of a run folder (or its `model/` folder), if it holds one.
@@ -555,10 +740,20 @@ pub fn predict(args: &PredictArgs, path: &Path) -> Result<()> {
     let freq = bundle.frequency;
     // Requested (series index, step from the series' end starting at 0, time text) per output row.
     let mut wanted: Vec<(usize, usize, String)> = Vec::new();
+    // Known covariates' future values per requested row, in `bundle.known_covariates` order.
+    let mut future_known: Vec<Vec<f64>> = Vec::new();
     match &args.data {
         Some(data) => {
             let loaded = load_table(data)?;
             let table = &loaded.table;
+            for c in &bundle.known_covariates {
+                if table.column(c).is_none() {
+                    bail!(
+                        "{}: column {c:?} is missing; the model reads this known covariate's future values",
+                        data.display()
+                    );
+                }
+            }
             let index: std::collections::HashMap<&str, usize> =
                 bundle.series.iter().enumerate().map(|(i, s)| (s.key.as_str(), i)).collect();
             for row in 0..table.n_rows {
@@ -594,9 +789,23 @@ pub fn predict(args: &PredictArgs, path: &Path) -> Result<()> {
                     );
                 }
                 wanted.push((i, (g - s.end()) as usize, format_time(t)));
+                future_known.push(
+                    bundle
+                        .known_covariates
+                        .iter()
+                        .map(|c| parse_number(table, c, row, "known covariate"))
+                        .collect::<quarry_featurize::Result<_>>()
+                        .with_context(|| data.display().to_string())?,
+                );
             }
         }
         None => {
+            if !bundle.known_covariates.is_empty() {
+                bail!(
+                    "the model reads known covariates {:?}: pass --data with their future values",
+                    bundle.known_covariates
+                );
+            }
             let h = args.horizon.unwrap_or(bundle.horizon);
             for (i, s) in bundle.series.iter().enumerate() {
                 for k in 0..h {
@@ -609,7 +818,34 @@ pub fn predict(args: &PredictArgs, path: &Path) -> Result<()> {
     for (i, k, _) in &wanted {
         steps[*i] = steps[*i].max(k + 1);
     }
-    let views: Vec<SeriesView> = bundle.series.iter().map(|s| SeriesView::new(s.start, &s.values)).collect();
+    // Covariates over history + requested steps: known ones from the file, the rest unknown.
+    let mut covariates: Vec<Vec<Vec<f64>>> = bundle
+        .series
+        .iter()
+        .zip(&steps)
+        .map(|(s, &n)| {
+            s.covariates
+                .iter()
+                .map(|c| c.iter().copied().chain(std::iter::repeat_n(f64::NAN, n)).collect())
+                .collect()
+        })
+        .collect();
+    for ((i, k, _), values) in wanted.iter().zip(&future_known) {
+        let at = bundle.series[*i].values.len() + k;
+        for (name, v) in bundle.known_covariates.iter().zip(values) {
+            if let Some(c) = bundle.covariates.iter().position(|n| n == name)
+                && let Some(slot) = covariates[*i].get_mut(c).and_then(|col| col.get_mut(at))
+            {
+                *slot = *v;
+            }
+        }
+    }
+    let views: Vec<SeriesView> = bundle
+        .series
+        .iter()
+        .zip(&covariates)
+        .map(|(s, c)| SeriesView::new(s.start, &s.values).with_covariates(c))
+        .collect();
     let mut point: Vec<Vec<f64>> = steps.iter().map(|&n| vec![0.0; n]).collect();
     for member in &bundle.members {
         let f = member.model.forecast(&views, &freq, &steps);
@@ -637,4 +873,56 @@ pub fn predict(args: &PredictArgs, path: &Path) -> Result<()> {
     write_csv(&args.out, &header, rows)?;
     eprintln!("wrote {} forecasts to {}", wanted.len(), args.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panel(n: usize) -> Vec<SeriesData> {
+        (0..2)
+            .map(|k| {
+                let values: Vec<f64> = (0..n)
+                    .map(|t| 100.0 * (k + 1) as f64 + t as f64 + 20.0 * ((t % 12) as f64 / 2.0).sin())
+                    .collect();
+                let cov: Vec<f64> = (0..n).map(|t| ((t * 7 + k) % 5) as f64).collect();
+                SeriesData {
+                    key: format!("s{k}"),
+                    ids: vec![format!("s{k}")],
+                    start: 0,
+                    values,
+                    covariates: vec![cov],
+                }
+            })
+            .collect()
+    }
+
+    /// No look-ahead, for every candidate: changing the targets and the past-only covariate
+    /// at or after a window's cutoff leaves the window's forecasts unchanged.
+    #[test]
+    fn window_forecasts_never_see_past_the_cutoff() {
+        let freq = Frequency::anchored(FrequencyKind::parse("MS").unwrap().unwrap(), 0);
+        let h = 12;
+        let cov = Covariates { names: vec!["c".into()], known: vec![], past: vec![0], past_lag: h };
+        let base = panel(100);
+        let mut changed = base.clone();
+        let w = ForecastWindow { cutoff: 88, end: 100 };
+        for s in &mut changed {
+            for v in &mut s.values[88..] {
+                *v = *v * 3.0 + 100.0;
+            }
+            for v in &mut s.covariates[0][88..] {
+                *v = 1e6;
+            }
+        }
+        for spec in candidates(&base, &freq, 12, h, &cov) {
+            let a = evaluate_window(&spec, &base, &freq, 12, w, 1).unwrap();
+            let b = evaluate_window(&spec, &changed, &freq, 12, w, 1).unwrap();
+            assert_eq!(a.len(), 2);
+            for ((_, x), (_, y)) in a.iter().zip(&b) {
+                assert_eq!(x.forecast, y.forecast, "{} read values after the cutoff", spec.name());
+                assert_ne!(x.actual, y.actual);
+            }
+        }
+    }
 }

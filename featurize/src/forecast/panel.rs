@@ -20,6 +20,10 @@ pub struct SeriesData {
     /// Missing values are `null` in JSON (which has no NaN).
     #[serde(with = "nan_as_null")]
     pub values: Vec<f64>,
+    /// One vector per covariate column (in [`Panel::covariates`] order), on the same grid as
+    /// `values`; `NaN` where unknown.
+    #[serde(default, with = "nan_as_null_2d")]
+    pub covariates: Vec<Vec<f64>>,
 }
 
 mod nan_as_null {
@@ -35,6 +39,19 @@ mod nan_as_null {
     }
 }
 
+mod nan_as_null_2d {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<f64>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|c| c.iter().map(|x| x.is_finite().then_some(*x)).collect::<Vec<_>>()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f64>>, D::Error> {
+        let v: Vec<Vec<Option<f64>>> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|c| c.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()).collect())
+    }
+}
+
 impl SeriesData {
     /// Grid index one past the last point.
     pub fn end(&self) -> i64 {
@@ -46,8 +63,8 @@ impl SeriesData {
     }
 }
 
-/// A series' id values and its `(time, target)` points, as read.
-type RawSeries = (Vec<String>, Vec<(i64, f64)>);
+/// A series' id values and its `(time, target, covariates)` points, as read.
+type RawSeries = (Vec<String>, Vec<(i64, f64, Vec<f64>)>);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Panel {
@@ -58,6 +75,8 @@ pub struct Panel {
     pub n_gaps: usize,
     /// Rows whose target cell was empty.
     pub n_missing_targets: usize,
+    /// The covariate columns, in the order of [`SeriesData::covariates`].
+    pub covariates: Vec<String>,
 }
 
 /// Parses the time column of row `row`.
@@ -97,37 +116,48 @@ pub fn series_key(table: &Table, id_columns: &[String], row: usize) -> Result<Ve
         .collect()
 }
 
+/// The number in cell `row` of `column`: `NaN` when empty or a missing marker, an error naming
+/// the column and row when it is not a number. `what` names the column's role.
+pub fn parse_number(table: &Table, column: &str, row: usize, what: &str) -> Result<f64> {
+    let col = table.column(column).ok_or_else(|| missing_column(table, column))?;
+    Ok(match col.values.text(row) {
+        None => f64::NAN,
+        Some(s) if s.trim().is_empty() || crate::table::is_missing_marker(s.trim()) => f64::NAN,
+        Some(s) => s.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
+            FeaturizeError::Forecast(format!(
+                "{what} column {column:?}, row {}: {} is not a number",
+                row + 1,
+                preview(&s)
+            ))
+        })?,
+    })
+}
+
 /// Groups rows by series, sorts them by time, rejects duplicate timestamps and lays each
-/// series on the grid of `frequency` (detected when `None`).
+/// series (its target and the numeric `covariates` columns) on the grid of `frequency`
+/// (detected when `None`).
 pub fn build_panel(
     table: &Table,
     time_column: &str,
     target: &str,
     id_columns: &[String],
+    covariates: &[String],
     frequency: Option<FrequencyKind>,
 ) -> Result<Panel> {
-    let target_col = table.column(target).ok_or_else(|| missing_column(table, target))?;
+    table.column(target).ok_or_else(|| missing_column(table, target))?;
     let mut groups: BTreeMap<String, RawSeries> = BTreeMap::new();
     let mut n_missing_targets = 0;
     for row in 0..table.n_rows {
         let t = parse_time(table, time_column, row)?;
         let ids = series_key(table, id_columns, row)?;
-        let y = match target_col.values.text(row) {
-            None => f64::NAN,
-            Some(s) if s.trim().is_empty() || crate::table::is_missing_marker(s.trim()) => f64::NAN,
-            Some(s) => s.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                FeaturizeError::Forecast(format!(
-                    "target column {target:?}, row {}: {} is not a number",
-                    row + 1,
-                    preview(&s)
-                ))
-            })?,
-        };
+        let y = parse_number(table, target, row, "target")?;
         if y.is_nan() {
             n_missing_targets += 1;
         }
+        let cov =
+            covariates.iter().map(|c| parse_number(table, c, row, "covariate")).collect::<Result<_>>()?;
         let key = ids.join("|");
-        groups.entry(key).or_insert_with(|| (ids, Vec::new())).1.push((t, y));
+        groups.entry(key).or_insert_with(|| (ids, Vec::new())).1.push((t, y, cov));
     }
     let mut sorted: Vec<(String, RawSeries)> = Vec::with_capacity(groups.len());
     for (key, (ids, mut points)) in groups {
@@ -167,7 +197,7 @@ pub fn build_panel(
     let mut n_gaps = 0;
     for (key, (ids, points)) in sorted {
         let mut idx = Vec::with_capacity(points.len());
-        for (t, _) in &points {
+        for (t, _, _) in &points {
             let i = frequency.index(*t).ok_or_else(|| {
                 let c = crate::datetime::civil_from_unix(*t);
                 FeaturizeError::Forecast(format!(
@@ -189,13 +219,18 @@ pub fn build_panel(
         let start = idx[first];
         let end = idx[idx.len() - 1] + 1;
         let mut values = vec![f64::NAN; (end - start) as usize];
-        for (i, (_, y)) in idx.iter().zip(&points).skip(first) {
-            values[(i - start) as usize] = *y;
+        let mut cov = vec![vec![f64::NAN; values.len()]; covariates.len()];
+        for (i, (_, y, c)) in idx.iter().zip(&points).skip(first) {
+            let at = (i - start) as usize;
+            values[at] = *y;
+            for (out, v) in cov.iter_mut().zip(c) {
+                out[at] = *v;
+            }
         }
         n_gaps += values.len() - (points.len() - first);
-        series.push(SeriesData { key, ids, start, values });
+        series.push(SeriesData { key, ids, start, values, covariates: cov });
     }
-    Ok(Panel { frequency, series, n_gaps, n_missing_targets })
+    Ok(Panel { frequency, series, n_gaps, n_missing_targets, covariates: covariates.to_vec() })
 }
 
 #[cfg(test)]
@@ -223,7 +258,7 @@ mod tests {
             ("date", &["2020-01-03", "2020-01-01", "2020-01-06", "2020-01-02"]),
             ("y", &["3", "1", "6", ""]),
         ]);
-        let p = build_panel(&t, "date", "y", &[], None).unwrap_or_else(|e| panic!("{e}"));
+        let p = build_panel(&t, "date", "y", &[], &[], None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.frequency.code(), "D");
         let v = &p.series[0].values;
         assert_eq!(v.len(), 6);
@@ -243,7 +278,7 @@ mod tests {
             ("date", &["2020-01-01", "2020-01-01", "2020-01-01"]),
             ("y", &["1", "2", "3"]),
         ]);
-        let err = build_panel(&t, "date", "y", &["id".to_string()], None)
+        let err = build_panel(&t, "date", "y", &["id".to_string()], &[], None)
             .map(|_| ())
             .expect_err("duplicates accepted")
             .to_string();
@@ -263,8 +298,8 @@ mod tests {
             ("v", &["6", "5", "2", "1"]),
         ]);
         let ids = ["id".to_string()];
-        let pa = build_panel(&a, "date", "v", &ids, None).unwrap_or_else(|e| panic!("{e}"));
-        let pb = build_panel(&b, "date", "v", &ids, None).unwrap_or_else(|e| panic!("{e}"));
+        let pa = build_panel(&a, "date", "v", &ids, &[], None).unwrap_or_else(|e| panic!("{e}"));
+        let pb = build_panel(&b, "date", "v", &ids, &[], None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pa.series, pb.series);
         assert_eq!(pa.series[0].key, "x");
     }

@@ -13,6 +13,8 @@ use crate::gbdt::{self, TreeEnsemble, TreeParams};
 
 /// Training rows kept at most (the most recent points of each series).
 const MAX_ROWS: usize = 200_000;
+/// The same for direct models, which have one row per origin and step.
+const MAX_DIRECT_ROWS: usize = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "learner")]
@@ -28,10 +30,57 @@ enum Fitted {
     Trees { model: Box<TreeEnsemble> },
 }
 
+/// Which covariate columns (indices into [`SeriesView::covariates`]) a global model reads, and
+/// how. A known covariate's value at the forecast point itself is a feature (its future values
+/// are given at predict time); a past-only covariate is read `past_lag` points back (the
+/// horizon), so every step of a forecast sees only values observed before its origin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Covariates {
+    pub names: Vec<String>,
+    pub known: Vec<usize>,
+    pub past: Vec<usize>,
+    pub past_lag: usize,
+}
+
+impl Covariates {
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty() && self.past.is_empty()
+    }
+
+    fn feature_names(&self) -> Vec<String> {
+        let name = |i: &usize| self.names.get(*i).cloned().unwrap_or_else(|| format!("covariate_{i}"));
+        let mut out: Vec<String> = self.known.iter().map(|i| format!("known_{}", name(i))).collect();
+        out.extend(self.past.iter().map(|i| format!("past_{}_lag{}", name(i), self.past_lag)));
+        out
+    }
+
+    /// Features of grid point `t` (from the series start) of a series whose observed history
+    /// has `history_len` points: past-only values strictly before the history's end.
+    fn row(&self, cov: &[Vec<f64>], t: usize, history_len: usize, out: &mut Vec<f32>) {
+        let at = |c: usize, i: usize| cov.get(c).and_then(|v| v.get(i)).copied().unwrap_or(f64::NAN);
+        for &c in &self.known {
+            out.push(at(c, t) as f32);
+        }
+        for &c in &self.past {
+            let v = match t.checked_sub(self.past_lag.max(1)) {
+                Some(i) if i < history_len => at(c, i),
+                _ => f64::NAN,
+            };
+            out.push(v as f32);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GlobalModel {
     transform: Transform,
     spec: LagSpec,
+    #[serde(default)]
+    covariates: Covariates,
+    /// 0: recursive (one step, predictions fed back as lags). `H > 0`: direct, one model for
+    /// steps 1..=H from the forecast origin, the step being a feature.
+    #[serde(default)]
+    direct: usize,
     /// Calendar parts and the series code are inputs (trees only).
     calendar: bool,
     n_series: usize,
@@ -46,19 +95,35 @@ struct Rows {
     width: usize,
 }
 
+/// Where a feature row's point sits: its series, grid offset and the observed history length.
+struct Point<'a> {
+    code: usize,
+    time: i64,
+    t: usize,
+    history_len: usize,
+    covariates: &'a [Vec<f64>],
+    /// Steps from the forecast origin (direct models only).
+    step: usize,
+}
+
 impl GlobalModel {
-    fn row(
-        &self,
-        z: &[f64],
-        next_time: i64,
-        freq: &Frequency,
-        code: usize,
-        out: &mut Vec<f32>,
-    ) -> Option<f64> {
+    /// Features of the point after `z` (its past, in model units). The series code is the
+    /// last feature (the tree engine reads it as categorical).
+    fn row(&self, z: &[f64], p: &Point, freq: &Frequency, out: &mut Vec<f32>) -> Option<f64> {
         let anchor = self.spec.row(z, out)?;
+        self.covariates.row(p.covariates, p.t, p.history_len, out);
+        if self.direct > 0 {
+            out.push(p.step as f32);
+            // The target point's own seasonal lag (the seasonal naive forecast of this step):
+            // fixed lags from the origin sit at a different phase of the season for each step.
+            let m = self.spec.anchor.max(1);
+            let back = m * ((p.step.max(1) - 1) / m + 1);
+            let v = p.t.checked_sub(back).and_then(|i| z.get(i)).map_or(f64::NAN, |v| v - anchor);
+            out.push(v as f32);
+        }
         if self.calendar {
-            out.extend(calendar_parts(freq, next_time).into_iter().map(|p| p.1));
-            out.push(code as f32);
+            out.extend(calendar_parts(freq, p.time).into_iter().map(|p| p.1));
+            out.push(p.code as f32);
         }
         Some(anchor)
     }
@@ -88,16 +153,25 @@ impl GlobalModel {
     }
 
     /// Fits on every observed point of every series (features from its past only).
+    /// `direct`: 0 for a recursive model, else the horizon of a direct one.
+    #[allow(clippy::too_many_arguments)]
     pub fn fit(
         series: &[SeriesView],
         freq: &Frequency,
         spec: LagSpec,
+        covariates: Covariates,
+        direct: usize,
         transform: Transform,
         learner: &GlobalLearner,
         seed: u64,
     ) -> Result<GlobalModel> {
         let calendar = matches!(learner, GlobalLearner::Trees { .. });
         let mut names = spec.names();
+        names.extend(covariates.feature_names());
+        if direct > 0 {
+            names.push("step".to_string());
+            names.push("seasonal_lag_of_step".to_string());
+        }
         if calendar {
             names.extend(calendar_parts(freq, 0).into_iter().map(|p| p.0.to_string()));
             names.push("series".to_string());
@@ -105,27 +179,42 @@ impl GlobalModel {
         let mut model = GlobalModel {
             transform,
             spec,
+            covariates,
+            direct,
             calendar,
             n_series: series.len(),
             feature_names: names,
             fitted: Fitted::Ridge { means: Vec::new(), stds: Vec::new(), coef: Vec::new(), intercept: 0.0 },
         };
         let width = model.feature_names.len();
-        let per_series = MAX_ROWS / series.len().max(1);
+        let steps = direct.max(1);
+        let cap = if direct > 0 { MAX_DIRECT_ROWS } else { MAX_ROWS };
+        let per_series = cap / (series.len() * steps).max(1);
         let mut rows = Rows { x: Vec::new(), y: Vec::new(), width };
         let mut buf = Vec::with_capacity(width);
         for (code, s) in series.iter().enumerate() {
             let z = transform.forward_all(s.values, s.scale);
+            // Origins: the point a forecast starts from (its past is z[..origin]).
             let from = z.len().saturating_sub(per_series).max(1);
-            for t in from..z.len() {
-                if !z[t].is_finite() {
-                    continue;
-                }
-                buf.clear();
-                let time = freq.time_at(s.start + t as i64);
-                if let Some(anchor) = model.row(&z[..t], time, freq, code, &mut buf) {
-                    rows.x.extend_from_slice(&buf);
-                    rows.y.push(z[t] - anchor);
+            for origin in from..z.len() {
+                for step in 1..=steps {
+                    let t = origin + step - 1;
+                    if t >= z.len() || !z[t].is_finite() {
+                        continue;
+                    }
+                    buf.clear();
+                    let point = Point {
+                        code,
+                        time: freq.time_at(s.start + t as i64),
+                        t,
+                        history_len: z.len(),
+                        covariates: s.covariates,
+                        step,
+                    };
+                    if let Some(anchor) = model.row(&z[..origin], &point, freq, &mut buf) {
+                        rows.x.extend_from_slice(&buf);
+                        rows.y.push(z[t] - anchor);
+                    }
                 }
             }
         }
@@ -151,8 +240,60 @@ impl GlobalModel {
         Ok(model)
     }
 
-    /// Recursive forecasts: `steps[i]` points after the end of series `i`, in original units.
+    /// Forecasts `steps[i]` points after the end of series `i`, in original units.
     pub fn forecast(&self, series: &[SeriesView], freq: &Frequency, steps: &[usize]) -> Vec<Vec<f64>> {
+        if self.direct > 0 {
+            return self.forecast_direct(series, freq, steps);
+        }
+        self.forecast_recursive(series, freq, steps)
+    }
+
+    pub fn is_direct(&self) -> bool {
+        self.direct > 0
+    }
+
+    /// Every step from the same origin; past the fitted horizon the last step's model answers.
+    fn forecast_direct(&self, series: &[SeriesView], freq: &Frequency, steps: &[usize]) -> Vec<Vec<f64>> {
+        let mut x = Vec::new();
+        let mut who = Vec::new();
+        let mut buf = Vec::with_capacity(self.feature_names.len());
+        let mut out: Vec<Vec<f64>> = Vec::with_capacity(series.len());
+        for (i, s) in series.iter().enumerate() {
+            let z = self.transform.forward_all(s.values, s.scale);
+            let last = s.values.iter().rev().find(|v| v.is_finite()).copied().unwrap_or(0.0);
+            out.push(vec![last; steps[i]]);
+            for k in 0..steps[i] {
+                buf.clear();
+                let t = z.len() + k;
+                let point = Point {
+                    code: i,
+                    time: freq.time_at(s.start + t as i64),
+                    t,
+                    history_len: z.len(),
+                    covariates: s.covariates,
+                    step: (k + 1).min(self.direct),
+                };
+                if let Some(anchor) = self.row(&z, &point, freq, &mut buf) {
+                    x.extend_from_slice(&buf);
+                    who.push((i, k, anchor));
+                }
+            }
+        }
+        if who.is_empty() {
+            return out;
+        }
+        let pred = self.predict_rows(&x, who.len());
+        for ((i, k, anchor), p) in who.into_iter().zip(pred) {
+            let v = anchor + p;
+            if v.is_finite() {
+                out[i][k] = self.transform.inverse(v, series[i].scale);
+            }
+        }
+        out
+    }
+
+    /// Recursive forecasts: each prediction becomes the next step's lag.
+    fn forecast_recursive(&self, series: &[SeriesView], freq: &Frequency, steps: &[usize]) -> Vec<Vec<f64>> {
         let mut z: Vec<Vec<f64>> =
             series.iter().map(|s| self.transform.forward_all(s.values, s.scale)).collect();
         let max_steps = steps.iter().copied().max().unwrap_or(0);
@@ -166,8 +307,15 @@ impl GlobalModel {
                     continue;
                 }
                 buf.clear();
-                let time = freq.time_at(s.start + z[i].len() as i64);
-                match self.row(&z[i], time, freq, i, &mut buf) {
+                let point = Point {
+                    code: i,
+                    time: freq.time_at(s.start + z[i].len() as i64),
+                    t: z[i].len(),
+                    history_len: s.values.len(),
+                    covariates: s.covariates,
+                    step: 1,
+                };
+                match self.row(&z[i], &point, freq, &mut buf) {
                     Some(anchor) => {
                         x.extend_from_slice(&buf);
                         who.push((i, anchor));
@@ -194,6 +342,53 @@ impl GlobalModel {
                 tail.iter()
                     .map(|v| if v.is_finite() { self.transform.inverse(*v, s.scale) } else { last })
                     .collect()
+            })
+            .collect()
+    }
+}
+
+/// The fitted one-step learner, for ONNX export.
+pub(crate) enum OneStep<'a> {
+    Ridge { means: &'a [f64], stds: &'a [f64], coef: &'a [f64], intercept: f64 },
+    Trees(&'a TreeEnsemble),
+}
+
+impl GlobalModel {
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    pub fn transform(&self) -> Transform {
+        self.transform
+    }
+
+    pub(crate) fn one_step(&self) -> OneStep<'_> {
+        match &self.fitted {
+            Fitted::Ridge { means, stds, coef, intercept } => {
+                OneStep::Ridge { means, stds, coef, intercept: *intercept }
+            }
+            Fitted::Trees { model } => OneStep::Trees(model),
+        }
+    }
+
+    /// The feature row of the point right after each series' history (`None` when the series
+    /// has no recent observation), in [`GlobalModel::feature_names`] order and model units.
+    pub fn next_features(&self, series: &[SeriesView], freq: &Frequency) -> Vec<Option<Vec<f32>>> {
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let z = self.transform.forward_all(s.values, s.scale);
+                let point = Point {
+                    code: i,
+                    time: freq.time_at(s.start + z.len() as i64),
+                    t: z.len(),
+                    history_len: z.len(),
+                    covariates: s.covariates,
+                    step: 1,
+                };
+                let mut out = Vec::with_capacity(self.feature_names.len());
+                self.row(&z, &point, freq, &mut out).map(|_| out)
             })
             .collect()
     }
@@ -310,4 +505,130 @@ fn cholesky_solve(a: &mut [f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
         x[i] = s / a[i * n + i];
     }
     Some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quarry_featurize::forecast::FrequencyKind;
+
+    fn daily() -> Frequency {
+        Frequency::anchored(FrequencyKind::Fixed { seconds: 86_400 }, 0)
+    }
+
+    /// Two series whose target jumps by 30 whenever a random "promo" flag is on.
+    fn promo_panel(n: usize) -> (Vec<Vec<f64>>, Vec<Vec<Vec<f64>>>) {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let (mut values, mut covs) = (Vec::new(), Vec::new());
+        for level in [100.0, 200.0] {
+            let promo: Vec<f64> = (0..n).map(|_| f64::from(next() < 0.3)).collect();
+            let y: Vec<f64> =
+                (0..n).map(|t| level + 10.0 * ((t % 7) as f64) + 30.0 * promo[t] + next()).collect();
+            values.push(y);
+            covs.push(vec![promo]);
+        }
+        (values, covs)
+    }
+
+    fn mae_last(
+        values: &[Vec<f64>],
+        covs: &[Vec<Vec<f64>>],
+        cov: &Covariates,
+        h: usize,
+        learner: &GlobalLearner,
+    ) -> f64 {
+        let views: Vec<SeriesView> = values
+            .iter()
+            .zip(covs)
+            .map(|(v, c)| SeriesView::new(0, &v[..v.len() - h]).with_covariates(c))
+            .collect();
+        let freq = daily();
+        let model = GlobalModel::fit(
+            &views,
+            &freq,
+            LagSpec::new(7, &[]),
+            cov.clone(),
+            0,
+            Transform::Identity,
+            learner,
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let f = model.forecast(&views, &freq, &vec![h; views.len()]);
+        let mut err = 0.0;
+        for (v, fi) in values.iter().zip(&f) {
+            for (a, p) in v[v.len() - h..].iter().zip(fi) {
+                err += (a - p).abs();
+            }
+        }
+        err / (h * values.len()) as f64
+    }
+
+    #[test]
+    fn a_known_covariate_that_drives_the_target_lowers_the_error() {
+        let (values, covs) = promo_panel(300);
+        let known = Covariates { names: vec!["promo".into()], known: vec![0], past: vec![], past_lag: 14 };
+        for learner in [
+            GlobalLearner::Ridge { lambda: 1e-3 },
+            GlobalLearner::Trees {
+                params: TreeParams { n_estimators: 100, num_leaves: 7, ..TreeParams::default() },
+            },
+        ] {
+            let without = mae_last(&values, &covs, &Covariates::default(), 14, &learner);
+            let with = mae_last(&values, &covs, &known, 14, &learner);
+            assert!(with < 0.5 * without, "{learner:?}: with {with} vs without {without}");
+            assert!(with < 10.0, "{learner:?}: {with}");
+        }
+    }
+
+    /// No look-ahead through covariates: a past-only covariate's values after the history's
+    /// end (and a known one's beyond the forecast points) never change a forecast.
+    #[test]
+    fn past_only_covariates_never_read_the_future() {
+        let (values, covs) = promo_panel(120);
+        let h = 10;
+        let cov = Covariates { names: vec!["promo".into()], known: vec![], past: vec![0], past_lag: h };
+        let learner = GlobalLearner::Ridge { lambda: 1e-3 };
+        let freq = daily();
+        let forecast = |covs: &[Vec<Vec<f64>>]| {
+            let views: Vec<SeriesView> = values
+                .iter()
+                .zip(covs)
+                .map(|(v, c)| SeriesView::new(0, &v[..v.len() - h]).with_covariates(c))
+                .collect();
+            let model = GlobalModel::fit(
+                &views,
+                &freq,
+                LagSpec::new(7, &[]),
+                cov.clone(),
+                0,
+                Transform::Identity,
+                &learner,
+                1,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            // Forecasting past the horizon would need values after the history: they read as missing.
+            model.forecast(&views, &freq, &vec![2 * h; views.len()])
+        };
+        let base = forecast(&covs);
+        let mut changed = covs.clone();
+        for series in &mut changed {
+            let n = series[0].len();
+            for v in &mut series[0][n - h..] {
+                *v = 1000.0;
+            }
+        }
+        assert_eq!(base, forecast(&changed), "a past-only covariate leaked future values");
+
+        let mut row = Vec::new();
+        cov.row(&covs[0], 50, 45, &mut row);
+        assert_eq!(row, vec![covs[0][0][40] as f32], "read {h} points back");
+        row.clear();
+        cov.row(&covs[0], 56, 45, &mut row);
+        assert!(row[0].is_nan(), "index 46 is after the history: must be missing");
+    }
 }

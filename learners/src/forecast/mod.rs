@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-pub use global::{GlobalLearner, GlobalModel};
+pub use global::{Covariates, GlobalLearner, GlobalModel};
 
 /// Target transform applied (after dividing by the series scale) before modelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +58,9 @@ pub struct SeriesView<'a> {
     pub values: &'a [f64],
     /// Mean absolute observed value (1 when that is 0): puts every series on one scale.
     pub scale: f64,
+    /// Covariate columns on the grid from `start`; they may reach past the end of `values`
+    /// (known future values). Only global models read them, each as its [`Covariates`] says.
+    pub covariates: &'a [Vec<f64>],
 }
 
 impl<'a> SeriesView<'a> {
@@ -65,7 +68,11 @@ impl<'a> SeriesView<'a> {
         let (s, n) =
             values.iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v.abs(), n + 1));
         let scale = if n > 0 && s > 0.0 { s / n as f64 } else { 1.0 };
-        SeriesView { start, values, scale }
+        SeriesView { start, values, scale, covariates: &[] }
+    }
+
+    pub fn with_covariates(self, covariates: &'a [Vec<f64>]) -> SeriesView<'a> {
+        SeriesView { covariates, ..self }
     }
 }
 
@@ -74,8 +81,19 @@ impl<'a> SeriesView<'a> {
 pub enum ForecasterSpec {
     Naive,
     SeasonalNaive,
-    Ets { transform: Transform },
-    Global { transform: Transform, learner: GlobalLearner, extra_lags: Vec<usize> },
+    Ets {
+        transform: Transform,
+    },
+    Global {
+        transform: Transform,
+        learner: GlobalLearner,
+        extra_lags: Vec<usize>,
+        #[serde(default)]
+        covariates: Covariates,
+        /// 0: recursive; `H`: direct over `H` steps.
+        #[serde(default)]
+        direct: usize,
+    },
 }
 
 impl ForecasterSpec {
@@ -84,12 +102,17 @@ impl ForecasterSpec {
             ForecasterSpec::Naive => "naive".into(),
             ForecasterSpec::SeasonalNaive => "seasonal_naive".into(),
             ForecasterSpec::Ets { transform } => format!("ets{}", transform.name()),
-            ForecasterSpec::Global { transform, learner, .. } => match learner {
-                GlobalLearner::Ridge { .. } => format!("ridge_lags{}", transform.name()),
-                GlobalLearner::Trees { params } => {
-                    format!("gbdt{}_lags{}", params.num_leaves, transform.name())
+            ForecasterSpec::Global { transform, learner, covariates, direct, .. } => {
+                let cov = if covariates.is_empty() { "" } else { "_cov" };
+                let strategy = if *direct > 0 { "_direct" } else { "" };
+                let t = transform.name();
+                match learner {
+                    GlobalLearner::Ridge { .. } => format!("ridge_lags{cov}{strategy}{t}"),
+                    GlobalLearner::Trees { params } => {
+                        format!("gbdt{}x{}_lags{cov}{strategy}{t}", params.num_leaves, params.n_estimators)
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -152,9 +175,18 @@ pub fn fit(
                 .collect();
             FittedForecaster::Ets { transform: *transform, fits }
         }
-        ForecasterSpec::Global { transform, learner, extra_lags } => {
+        ForecasterSpec::Global { transform, learner, extra_lags, covariates, direct } => {
             let lag_spec = LagSpec::new(seasonality, extra_lags);
-            let model = GlobalModel::fit(series, freq, lag_spec, *transform, learner, seed)?;
+            let model = GlobalModel::fit(
+                series,
+                freq,
+                lag_spec,
+                covariates.clone(),
+                *direct,
+                *transform,
+                learner,
+                seed,
+            )?;
             FittedForecaster::Global { model: Box::new(model) }
         }
     })

@@ -10,6 +10,7 @@
 
 mod builder;
 mod featurizer;
+mod forecast;
 mod knn;
 mod linear;
 mod naive_bayes;
@@ -29,6 +30,7 @@ use crate::error::{Result, TrainError};
 use crate::family::FittedModel;
 use crate::pipeline::Pipeline;
 use builder::{Attr, Graph, attr, tensor_str, value_info};
+pub use forecast::export_global_forecast;
 use pb::tensor_proto::DataType;
 
 /// IR version 10 (onnx 1.16+) with ai.onnx opset 21 and ai.onnx.ml opset 5 (`TreeEnsemble`).

@@ -1,8 +1,77 @@
 //! `fit --task forecast` → run folder → `predict` on the shipped forecasting examples.
 
 use std::path::Path;
+use std::process::Command;
 
-use quarry_tests::{example, quarry, quarry_ok, read_csv, read_json};
+use quarry_tests::{example, quarry, quarry_ok, read_csv, read_json, repo_root};
+
+/// `model.onnx` (the one-step global model) gives, in onnxruntime, quarry's own one-step
+/// forecasts for the feature rows in `onnx_check.json`; run.json names what was not exported.
+fn onnx_matches_quarry(run: &Path, record: &serde_json::Value) {
+    let onnx = &record["onnx"];
+    assert_eq!(onnx["exported"], true, "{onnx}");
+    let model = onnx["model"].as_str().unwrap();
+    assert!(model.starts_with("gbdt") || model.starts_with("ridge"), "{model}");
+    let members: Vec<&str> = record["final_model"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["family"].as_str().unwrap())
+        .collect();
+    for m in members.iter().filter(|m| m.starts_with("ets") || m.contains("naive")) {
+        assert!(onnx["not_exported"].as_array().unwrap().iter().any(|n| n == m), "{m} not listed: {onnx}");
+        assert!(onnx["reason"].as_str().unwrap().contains("local models"));
+    }
+    let venv = Command::new(repo_root().join("scripts/onnx_venv.sh")).output().unwrap();
+    assert!(venv.status.success(), "onnx_venv.sh: {}", String::from_utf8_lossy(&venv.stderr));
+    let python = String::from_utf8_lossy(&venv.stdout).trim().to_string();
+    let script = r#"
+import json, sys, numpy as np, onnxruntime as ort
+run = sys.argv[1]
+rows = json.load(open(run + "/onnx_check.json"))
+s = ort.InferenceSession(run + "/model.onnx")
+meta = s.get_modelmeta().custom_metadata_map
+x = np.array([[np.nan if v is None else v for v in r["features"]] for r in rows], dtype=np.float32)
+assert x.shape[1] == len(json.loads(meta["inputs"])["features"]), meta["inputs"]
+got = s.run(["variable"], {"features": x, "scale": np.array([[r["scale"]] for r in rows])})[0][:, 0]
+want = np.array([r["expected"] for r in rows])
+err = float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1.0)))
+print(json.dumps({"rows": len(rows), "max_rel_err": err, "strategy": meta["strategy"]}))
+assert err < 1e-6, err
+"#;
+    let out = Command::new(python).args(["-c", script, run.to_str().unwrap()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "onnx check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Tiny LCG so the generated data is the same on every machine.
+fn lcg(state: &mut u64) -> f64 {
+    *state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    (*state >> 33) as f64 / (1u64 << 31) as f64
+}
+
+/// Two daily stores whose sales jump by 40 on promotion days, plus a short third store.
+/// Returns (train CSV, future CSV with promo and the true sales).
+fn promo_data() -> (String, String) {
+    let mut rng = 11u64;
+    let (mut train, mut future) =
+        (String::from("store,date,promo,sales\n"), String::from("store,date,promo,sales\n"));
+    for (store, level, n) in [("a", 100.0, 220), ("b", 250.0, 220), ("tiny", 80.0, 20)] {
+        for t in 0..n + 14 {
+            let promo = u8::from(lcg(&mut rng) < 0.3);
+            let day = 1 + t; // 2021-01-01 + t days
+            let date = format!("{}", day);
+            let y = level + 8.0 * ((t % 7) as f64) + 40.0 * f64::from(promo) + 3.0 * lcg(&mut rng);
+            let line = format!("{store},{date},{promo},{y:.2}\n");
+            if t < n { train.push_str(&line) } else { future.push_str(&line) }
+        }
+    }
+    (train, future)
+}
 
 fn fit_forecast(data: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec![
@@ -36,8 +105,8 @@ fn airpassengers_beats_seasonal_naive() {
     let record = read_json(&run.join("run.json"));
     assert_eq!(record["frequency"], "MS");
     assert_eq!(record["seasonality"], 12);
-    assert_eq!(record["onnx"]["exported"], false);
     assert!(record["validation"]["windows"].as_array().unwrap().len() >= 2);
+    onnx_matches_quarry(&run, &record);
 
     let out = dir.path().join("forecast.csv");
     quarry_ok(&["predict", "--model", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
@@ -156,4 +225,106 @@ fn forecast_input_errors_exit_2() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not after the end of the training data"));
+}
+
+/// Converts day numbers in the generated CSVs to ISO dates (2021-01-01 = day 1).
+fn with_dates(csv: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in csv.lines().enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        if i == 0 {
+            out.push_str(line);
+        } else {
+            let day: i64 = f[1].parse().unwrap();
+            // Days since 1970-01-01 of 2021-01-01 is 18628.
+            let (y, m, d) = civil(18_627 + day);
+            out.push_str(&format!("{},{y:04}-{m:02}-{d:02},{},{}", f[0], f[2], f[3]));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Howard Hinnant's days-to-civil.
+fn civil(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[test]
+fn known_covariate_lowers_validation_error_and_drives_forecasts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, future) = promo_data();
+    let (train_p, future_p) = (dir.path().join("train.csv"), dir.path().join("future.csv"));
+    std::fs::write(&train_p, with_dates(&train)).unwrap();
+    std::fs::write(&future_p, with_dates(&future)).unwrap();
+    let base = ["--target", "sales", "--time-column", "date", "--series-id", "store", "--horizon", "14"];
+    let with = dir.path().join("with");
+    let without = dir.path().join("without");
+    fit_forecast(&train_p, &with, &[&base[..], &["--known-covariate", "promo"]].concat());
+    fit_forecast(&train_p, &without, &[&base[..], &["--drop", "promo"]].concat());
+    let score =
+        |run: &Path| read_json(&run.join("run.json"))["final_model"]["validation_score"].as_f64().unwrap();
+    let (a, b) = (score(&with), score(&without));
+    assert!(a < 0.7 * b, "validation MASE with the promo covariate {a} vs without {b}");
+    let guard = read_json(&with.join("guardrails.json"));
+    assert_eq!(guard["known_covariates"], serde_json::json!(["promo"]));
+    assert_eq!(guard["short_series"], serde_json::json!(["tiny"]), "{guard}");
+    let guard = read_json(&without.join("guardrails.json"));
+    assert_eq!(guard["ignored_columns"], serde_json::json!(["promo"]));
+
+    // Forecasts follow the future promo flags; the short series is forecast too.
+    let out = dir.path().join("f.csv");
+    quarry_ok(&[
+        "predict",
+        "--model",
+        with.to_str().unwrap(),
+        "--data",
+        future_p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (header, rows) = read_csv(&out);
+    let (_, truth) = read_csv(&future_p);
+    let p = column(&header, "prediction");
+    assert_eq!(rows.len(), truth.len());
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let mut abs_err = 0.0;
+    for (r, t) in rows.iter().zip(&truth) {
+        assert_eq!(r[..2], t[..2]);
+        let pred: f64 = r[p].parse().unwrap();
+        abs_err += (pred - t[3].parse::<f64>().unwrap()).abs();
+        if t[0] != "tiny" {
+            if t[2] == "1" { on.push(pred) } else { off.push(pred) }
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(mean(&on) - mean(&off) > 20.0, "promo days {} vs other days {}", mean(&on), mean(&off));
+    assert!(abs_err / (rows.len() as f64) < 15.0, "mean absolute error {}", abs_err / rows.len() as f64);
+
+    // The known covariate's future values are required.
+    let bare = dir.path().join("bare.csv");
+    std::fs::write(&bare, "store,date\na,2021-08-09\n").unwrap();
+    let res = quarry(&[
+        "predict",
+        "--model",
+        with.to_str().unwrap(),
+        "--data",
+        bare.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(res.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&res.stderr).contains("\"promo\""),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
 }
