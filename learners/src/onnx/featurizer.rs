@@ -46,7 +46,10 @@ pub(crate) fn featurize(g: &mut Graph, f: &Featurizer) -> Result<Vec<String>> {
                 features.extend(tfidf(g, &col.name, terms, idf))
             }
             ColumnTransform::TfIdf { .. } => {
-                return Err(unsupported(col, "hashed TF-IDF text features (bundles saved before vocabularies)"));
+                return Err(unsupported(
+                    col,
+                    "hashed TF-IDF text features (bundles saved before vocabularies)",
+                ));
             }
             ColumnTransform::Dropped { .. } => {}
         }

@@ -51,8 +51,8 @@ fn parity(runs: &[(PathBuf, PathBuf)]) -> Vec<serde_json::Value> {
 /// decide the label, a numeric column, and missing reviews.
 fn text_data(dir: &Path) -> (PathBuf, PathBuf) {
     const WORDS: [&str; 14] = [
-        "great", "Great,", "GREAT", "bad", "awful!", "fine", "the", "food", "service", "was", "very",
-        "NOT", "really", "ÇA",
+        "great", "Great,", "GREAT", "bad", "awful!", "fine", "the", "food", "service", "was", "very", "NOT",
+        "really", "ÇA",
     ];
     let mut state: u64 = 7;
     let mut next = |n: u64| {
@@ -85,11 +85,14 @@ fn text_data(dir: &Path) -> (PathBuf, PathBuf) {
 fn every_exported_family_matches_onnxruntime() {
     let dir = tempfile::tempdir().unwrap();
     let (text_train, text_test) = text_data(dir.path());
-    let data: Vec<(String, PathBuf, PathBuf, &str)> = [("penguins", "species"), ("credit_data", "Status"), ("cars", "Miles_per_Gallon")]
-        .into_iter()
-        .map(|(d, t)| (d.to_string(), example(&format!("{d}/train.csv")), example(&format!("{d}/test.csv")), t))
-        .chain([("text".to_string(), text_train, text_test, "label")])
-        .collect();
+    let data: Vec<(String, PathBuf, PathBuf, &str)> =
+        [("penguins", "species"), ("credit_data", "Status"), ("cars", "Miles_per_Gallon")]
+            .into_iter()
+            .map(|(d, t)| {
+                (d.to_string(), example(&format!("{d}/train.csv")), example(&format!("{d}/test.csv")), t)
+            })
+            .chain([("text".to_string(), text_train, text_test, "label")])
+            .collect();
     let mut runs = Vec::new();
     for (name, train, test, target) in &data {
         let mut families = vec!["gbdt", "random_forest", "extra_trees", "linear", "knn"];
