@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Scores a CSV with a quarry model.onnx in onnxruntime and compares with `quarry predict`.
 
-    onnx_parity.py MODEL.onnx DATA.csv QUARRY_PREDICTIONS.csv [--tol 1e-5]
+    onnx_parity.py MODEL.onnx DATA.csv QUARRY_PREDICTIONS.csv [MODEL DATA PREDICTIONS ...] [--tol 1e-5]
 
 Runs onnx.checker.check_model(full_check=True), feeds every input column the way quarry reads
 the CSV (trimmed; pandas missing markers become NaN / "" / INT64_MIN; ISO dates as Unix
 seconds), and compares probabilities or values (max absolute difference) and labels. Prints one
-JSON line; exits 1 on a mismatch.
+JSON line per model (several models in one process save the interpreter and import start-up
+per model); exits 1 on any mismatch.
 """
 import argparse
 import csv
@@ -103,16 +104,26 @@ def read_csv(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("data")
-    ap.add_argument("predictions")
+    ap.add_argument("triples", nargs="+", help="MODEL.onnx DATA.csv PREDICTIONS.csv, repeated")
     ap.add_argument("--tol", type=float, default=1e-5)
     a = ap.parse_args()
+    if len(a.triples) % 3:
+        ap.error("arguments come in triples: MODEL.onnx DATA.csv PREDICTIONS.csv")
+    ok = True
+    for i in range(0, len(a.triples), 3):
+        try:
+            ok &= check(*a.triples[i:i + 3], a.tol)
+        except Exception as e:  # one broken model is reported; the others are still checked
+            print(json.dumps({"model": a.triples[i], "ok": False, "error": str(e)[:500]}), flush=True)
+            ok = False
+    sys.exit(0 if ok else 1)
 
-    model = onnx.load(a.model)
+
+def check(model_path, data, predictions, tol):
+    model = onnx.load(model_path)
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
-    header, rows = read_csv(a.data)
+    header, rows = read_csv(data)
     col = {name.strip(): i for i, name in enumerate(header)}
     feeds = {}
     for c in json.loads(meta["columns"]):
@@ -132,29 +143,29 @@ def main():
     # (a forest's 0.5 / 0.5) break the same way; with more threads sums may differ in the last bit.
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
     # In batches: kNN's distance matrix is rows × training points.
     names = [o.name for o in sess.get_outputs()]
     parts = [sess.run(None, {k: v[i:i + 512] for k, v in feeds.items()}) for i in range(0, len(rows), 512)]
     out = {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)} if parts else {}
 
-    _, pred = read_csv(a.predictions)
-    result = {"model": a.model, "rows": len(rows), "task": meta["task"]}
+    _, pred = read_csv(predictions)
+    result = {"model": model_path, "rows": len(rows), "task": meta["task"]}
     if "variable" in out:
         want = np.array([float(r[0]) for r in pred])
         got = out["variable"].reshape(-1)
         result["max_abs_diff"] = float(np.max(np.abs(got - want))) if len(want) else 0.0
-        ok = result["max_abs_diff"] <= a.tol
+        ok = result["max_abs_diff"] <= tol
     else:
         want_p = np.array([[float(x) for x in r[1:]] for r in pred])
         got_p = out["probabilities"]
         result["max_abs_diff"] = float(np.max(np.abs(got_p - want_p))) if len(want_p) else 0.0
         labels_got = [str(x) for x in out["label"].reshape(-1)]
         result["label_mismatches"] = sum(g != r[0] for g, r in zip(labels_got, pred))
-        ok = result["max_abs_diff"] <= a.tol and result["label_mismatches"] == 0
+        ok = result["max_abs_diff"] <= tol and result["label_mismatches"] == 0
     result["ok"] = bool(ok) and len(pred) == len(rows)
-    print(json.dumps(result))
-    sys.exit(0 if result["ok"] else 1)
+    print(json.dumps(result), flush=True)
+    return result["ok"]
 
 
 if __name__ == "__main__":

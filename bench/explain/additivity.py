@@ -9,7 +9,11 @@ stated output space (sigmoid for log-odds, softmax over classes for margins). Tr
 are cut to their first --max-train rows to keep the sweep short (additivity does not depend on
 it). Prints a Markdown table.
 
-Usage: additivity.py QUARRY_BIN DATASETS_DIR [--max-train N] [--rows N] [--kernel-rows N]
+With --runs DIR the models are not trained here: DIR holds the run folders
+`bench/onnx_parity_datasets.sh` left (`DIR/{dataset}-{family}`, `DIR/{dataset}-fit`), trained
+on the whole training split, so one sweep serves both checks.
+
+Usage: additivity.py QUARRY_BIN DATASETS_DIR [--max-train N] [--rows N] [--kernel-rows N] [--runs DIR]
 """
 import argparse, csv, json, math, os, subprocess, sys, tempfile, time
 
@@ -94,6 +98,7 @@ def main():
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--kernel-rows", type=int, default=10)
     ap.add_argument("--only", default="")
+    ap.add_argument("--runs", default="", help="reuse the run folders of bench/onnx_parity_datasets.sh")
     a = ap.parse_args()
     manifest = json.load(open(os.path.join(a.datasets, "manifest.json")))
     print("| dataset | task | model | rows | output space | method | max additivity error | max output vs predict |")
@@ -108,13 +113,19 @@ def main():
             train = os.path.join(work, "train.csv")
             head(os.path.join(a.datasets, d["name"], "train.csv"), train, a.max_train)
             for fam in FAMILIES + ["fit"]:
+                if fam == "naive_bayes" and d["task"] == "regression":
+                    continue  # naive Bayes does not fit regression
                 rows = a.kernel_rows if fam in ("knn", "naive_bayes", "fit") else a.rows
                 test = os.path.join(work, "test.csv")
                 head(os.path.join(a.datasets, d["name"], "test.csv"), test, rows)
                 model = os.path.join(work, "run-" + fam)
                 t = time.time()
                 try:
-                    if fam == "fit":
+                    if a.runs:
+                        model = os.path.join(a.runs, f"{d['name']}-{fam}")
+                        if not os.path.isdir(model):
+                            raise RuntimeError(f"no run folder {model}")
+                    elif fam == "fit":
                         run(a.bin, ["fit", "--data", train, "--target", d["target"], "--task", d["task"],
                                     "--max-trials", "6", "--out", model])
                     else:

@@ -42,6 +42,6 @@ for t in $THREADS; do
     echo "$q" >&2
     echo "$s" >&2
     for line in "$q" "$s"; do
-        "$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); side = r["side"] if r["side"]=="quarry" else "shap " + r["shap_version"] + " / lightgbm " + r["lightgbm_version"]; print(f"| {side} | {r[\"threads\"]} | {r[\"trees\"]} | {r[\"leaves\"]} | {r[\"explain_rows\"]} | {r[\"shap_seconds\"]:.2f} | {sys.argv[2]} |")' "$line" "$load"
+        "$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); side = r["side"] if r["side"]=="quarry" else "shap " + r["shap_version"] + " / lightgbm " + r["lightgbm_version"]; print("| %s | %d | %d | %d | %d | %.2f | %s |" % (side, r["threads"], r["trees"], r["leaves"], r["explain_rows"], r["shap_seconds"], sys.argv[2]))' "$line" "$load"
     done
 done

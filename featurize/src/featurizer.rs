@@ -11,7 +11,7 @@ use crate::infer::{ColumnKind, parse_number, profile_column};
 use crate::matrix::{FeatureColumn, FeatureKind, FeatureMatrix};
 use crate::overrides::ColumnOverrides;
 use crate::table::{RawValues, Table};
-use crate::text::{fit_tfidf, transform_tfidf};
+use crate::text::{fit_vocabulary, transform_tfidf, transform_vocabulary};
 
 /// Most frequent levels kept per categorical column; the rest share one "other" code.
 /// 254 leaves room for "other" and the missing bin in a `u8` histogram.
@@ -36,9 +36,15 @@ pub enum ColumnTransform {
     Datetime {
         with_time: bool,
     },
-    /// Hashed word uni/bigram TF-IDF ([`crate::text`]): one feature per kept bucket.
+    /// Word uni/bigram TF-IDF ([`crate::text`]): one feature per vocabulary term.
     TfIdf {
-        /// Kept hash buckets, ascending; feature `k` is `{name}__tfidf_{buckets[k]}`.
+        /// The vocabulary (words, then word pairs written `"a b"`); feature `k` is
+        /// `{name}__tfidf_{k}`. Empty in bundles saved before vocabularies, which use `buckets`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        terms: Vec<String>,
+        /// Older bundles only: kept hash buckets, ascending; feature `k` is
+        /// `{name}__tfidf_{buckets[k]}`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         buckets: Vec<u32>,
         /// IDF weight of each kept bucket, fitted on training rows.
         idf: Vec<f32>,
@@ -260,10 +266,16 @@ fn column_features(
                 out.push(feature(Some("hour"), FeatureKind::Numeric, hour));
             }
         }
-        ColumnTransform::TfIdf { buckets, idf } => {
+        ColumnTransform::TfIdf { terms, buckets, idf } if terms.is_empty() => {
             let cols = transform_tfidf(values, n, buckets, idf);
             for (b, values) in buckets.iter().zip(cols) {
                 out.push(feature(Some(&format!("tfidf_{b}")), FeatureKind::Numeric, values));
+            }
+        }
+        ColumnTransform::TfIdf { terms, idf, .. } => {
+            let cols = transform_vocabulary(values, n, terms, idf);
+            for (k, values) in cols.into_iter().enumerate() {
+                out.push(feature(Some(&format!("tfidf_{k}")), FeatureKind::Numeric, values));
             }
         }
         ColumnTransform::HighCardinality(enc) => enc.features(&col.name, values, n, out),
@@ -294,11 +306,11 @@ fn fit_column(values: &RawValues, kind: ColumnKind, forced: bool) -> ColumnTrans
             ColumnTransform::Categorical { levels: enc.levels, has_other }
         }
         ColumnKind::Text => {
-            let (buckets, idf) = fit_tfidf(values);
-            if buckets.is_empty() {
+            let (terms, idf) = fit_vocabulary(values);
+            if terms.is_empty() {
                 ColumnTransform::Dropped { reason: "free text without any words".to_string() }
             } else {
-                ColumnTransform::TfIdf { buckets, idf }
+                ColumnTransform::TfIdf { terms, buckets: Vec::new(), idf }
             }
         }
         ColumnKind::IdLike if forced => {
@@ -496,7 +508,7 @@ mod tests {
     }
 
     #[test]
-    fn text_columns_become_tfidf_buckets_that_transform_identically() {
+    fn text_columns_become_tfidf_terms_that_transform_identically() {
         let sentences: Vec<String> = (0..80)
             .map(|i| format!("the {} brown fox number {i} jumps over the lazy dog", ["quick", "slow"][i % 2]))
             .collect();
@@ -505,20 +517,21 @@ mod tests {
         let train = table(&[("review", &sentences), ("y", &ys)]);
         let f = Featurizer::fit(&train, &["y"]).unwrap();
         assert_eq!(f.columns[0].kind, ColumnKind::Text);
-        let ColumnTransform::TfIdf { buckets, idf } = &f.columns[0].transform else {
+        let ColumnTransform::TfIdf { terms, buckets, idf } = &f.columns[0].transform else {
             panic!("{:?}", f.columns[0].transform)
         };
-        assert_eq!(buckets.len(), idf.len());
-        assert!(buckets.len() <= crate::text::MAX_TFIDF_FEATURES);
+        assert!(buckets.is_empty(), "new fits use a vocabulary");
+        assert_eq!(terms.len(), idf.len());
+        assert!(terms.len() <= crate::text::MAX_TFIDF_FEATURES);
         let m = f.transform(&train).unwrap();
-        assert_eq!(m.n_features(), buckets.len());
+        assert_eq!(m.n_features(), terms.len());
         assert!(m.columns.iter().all(|c| c.name.starts_with("review__tfidf_") && c.source == "review"));
         // Row 5 alone gives the same features as row 5 of the whole table: row independence.
         let one = f.transform(&train.select_rows(&[5])).unwrap();
         for (a, b) in m.columns.iter().zip(&one.columns) {
             assert_eq!(a.values[5], b.values[0]);
         }
-        // The quick/slow word separates the classes: some bucket differs between rows 0 and 1.
+        // The quick/slow word separates the classes: some term differs between rows 0 and 1.
         assert!(m.columns.iter().any(|c| c.values[0] != c.values[1]));
     }
 

@@ -156,14 +156,14 @@ pub fn guardrails(table: &Table, target: &TargetEncoder, featurizer: &Featurizer
                     }
                 ),
             ),
-            ColumnTransform::TfIdf { buckets, .. } => push(
+            ColumnTransform::TfIdf { idf, .. } => push(
                 Check::TextColumn,
                 Severity::Info,
                 name,
                 format!(
-                    "column {:?} is free text: encoded as TF-IDF of words and word pairs in {} hashed buckets",
+                    "column {:?} is free text: encoded as TF-IDF of its {} most frequent words and word pairs",
                     col.name,
-                    buckets.len()
+                    idf.len()
                 ),
             ),
             _ => {}

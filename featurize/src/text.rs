@@ -1,10 +1,19 @@
-//! Free text as hashed word n-gram TF-IDF features.
+//! Free text as word uni/bigram TF-IDF features.
 //!
-//! Words are lowercased runs of alphanumeric characters; each word and each pair of adjacent
-//! words is hashed into one of [`HASH_BUCKETS`] buckets. Fitting counts, per bucket, how many
-//! training rows contain it (document frequency), keeps the most frequent buckets and stores
-//! their IDF weights. A transformed row is `count × idf` over the kept buckets, L2-normalised;
-//! a missing or wordless cell is all zeros.
+//! Words ([`words`]) are the lowercased pieces of the text between spaces. Fitting counts, for
+//! every word and every pair of adjacent words, how many training rows contain it (document
+//! frequency), keeps the most frequent terms (the vocabulary, saved with the model) and their
+//! IDF weights. A transformed row is `count × idf` over the kept terms, L2-normalised; a
+//! missing or wordless cell is all zeros.
+//!
+//! The tokenizer is deliberately what standard ONNX string ops compute (`StringNormalizer`
+//! LOWER, then `StringSplit` on spaces, then `TfIdfVectorizer` over the vocabulary), so the
+//! exported graph reproduces the features exactly: punctuation stays part of a word, and
+//! tabs and newlines do not separate words.
+//!
+//! Bundles saved before the vocabulary existed use hashed buckets ([`for_each_bucket`]:
+//! alphanumeric runs hashed into [`HASH_BUCKETS`]); they still load and predict, but have no
+//! ONNX export (a hash has no standard ONNX op).
 
 use std::collections::HashMap;
 
@@ -71,6 +80,109 @@ pub fn for_each_bucket(text: &str, mut f: impl FnMut(u32)) {
     }
 }
 
+/// Lowercases one character as `towlower` does (Unicode simple case mapping), which is what
+/// ONNX's `StringNormalizer` applies: no context rules (final sigma), one character out.
+fn lower_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    let mut l = c.to_lowercase();
+    match (l.next(), l.next()) {
+        (Some(one), None) => one,
+        // U+0130 (capital I with dot) lowercases to "i" + combining dot in full case mapping.
+        (Some(first), Some(_)) if c == '\u{130}' => first,
+        _ => c,
+    }
+}
+
+/// The words of a text cell: lowercased, split on spaces (runs of spaces count as one).
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(' ').filter(|w| !w.is_empty()).map(|w| w.chars().map(lower_char).collect())
+}
+
+/// Calls `f` with every term of `text`, in order: each word, then (from the second word on)
+/// the pair of it and the previous word, as `"previous word"`.
+fn for_each_term(text: &str, mut f: impl FnMut(&str)) {
+    let mut prev: Option<String> = None;
+    let mut pair = String::new();
+    for w in words(text) {
+        f(&w);
+        if let Some(p) = &prev {
+            pair.clear();
+            pair.push_str(p);
+            pair.push(' ');
+            pair.push_str(&w);
+            f(&pair);
+        }
+        prev = Some(w);
+    }
+}
+
+/// Fits the vocabulary: the most frequent terms (by rows containing them), words first then
+/// pairs, each group in byte order, with their IDF weights. Empty when no cell has a word.
+pub fn fit_vocabulary(values: &RawValues) -> (Vec<String>, Vec<f32>) {
+    let n = values.len();
+    // term -> (document frequency, last row counted)
+    let mut df: HashMap<String, (usize, usize)> = HashMap::new();
+    for i in 0..n {
+        if let Some(s) = values.text(i) {
+            for_each_term(&s, |t| match df.get_mut(t) {
+                Some(e) if e.1 == i => {}
+                Some(e) => *e = (e.0 + 1, i),
+                None => {
+                    df.insert(t.to_string(), (1, i));
+                }
+            });
+        }
+    }
+    let cap = (MAX_TFIDF_CELLS / n.max(1)).clamp(MIN_TFIDF_FEATURES, MAX_TFIDF_FEATURES);
+    let mut order: Vec<(String, usize)> = df.into_iter().map(|(t, (d, _))| (t, d)).collect();
+    // Most frequent first, then the term: deterministic.
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    order.truncate(cap);
+    order.sort_by(|a, b| is_pair(&a.0).cmp(&is_pair(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    let idf = order.iter().map(|(_, d)| (((1 + n) as f64 / (1 + d) as f64).ln() + 1.0) as f32).collect();
+    (order.into_iter().map(|(t, _)| t).collect(), idf)
+}
+
+/// Whether a vocabulary term is a word pair (words never contain a space).
+pub fn is_pair(term: &str) -> bool {
+    term.contains(' ')
+}
+
+/// One `Vec<f32>` per vocabulary term, `n` rows each. The arithmetic is the exported graph's:
+/// `f32` count × idf, the squared norm summed in `f64`, `f32` multiply by the `f32` inverse norm.
+pub fn transform_vocabulary(values: &RawValues, n: usize, terms: &[String], idf: &[f32]) -> Vec<Vec<f32>> {
+    let slot: HashMap<&str, usize> = terms.iter().enumerate().map(|(k, t)| (t.as_str(), k)).collect();
+    let mut out: Vec<Vec<f32>> = terms.iter().map(|_| vec![0.0; n]).collect();
+    let mut row = vec![0f32; terms.len()];
+    for i in 0..n.min(values.len()) {
+        let Some(s) = values.text(i) else { continue };
+        row.iter_mut().for_each(|v| *v = 0.0);
+        for_each_term(&s, |t| {
+            if let Some(&k) = slot.get(t) {
+                row[k] += 1.0;
+            }
+        });
+        normalise_into(&mut row, idf, &mut out, i);
+    }
+    out
+}
+
+fn normalise_into(row: &mut [f32], idf: &[f32], out: &mut [Vec<f32>], i: usize) {
+    let mut norm = 0f64;
+    for (v, w) in row.iter_mut().zip(idf) {
+        *v *= w;
+        norm += f64::from(*v) * f64::from(*v);
+    }
+    if norm > 0.0 {
+        let inv = (1.0 / norm.sqrt()) as f32;
+        for (col, v) in out.iter_mut().zip(row.iter()) {
+            col[i] = v * inv;
+        }
+    }
+}
+
 /// Fits the kept buckets (ascending) and their IDF weights; empty when no cell has a word.
 pub fn fit_tfidf(values: &RawValues) -> (Vec<u32>, Vec<f32>) {
     let n = values.len();
@@ -111,17 +223,7 @@ pub fn transform_tfidf(values: &RawValues, n: usize, buckets: &[u32], idf: &[f32
                 row[k] += 1.0;
             }
         });
-        let mut norm = 0f64;
-        for (v, w) in row.iter_mut().zip(idf) {
-            *v *= w;
-            norm += f64::from(*v) * f64::from(*v);
-        }
-        if norm > 0.0 {
-            let inv = (1.0 / norm.sqrt()) as f32;
-            for (col, v) in out.iter_mut().zip(&row) {
-                col[i] = v * inv;
-            }
-        }
+        normalise_into(&mut row, idf, &mut out, i);
     }
     out
 }
@@ -155,6 +257,32 @@ mod tests {
         for_each_bucket("hello world", |x| b.push(x));
         assert_eq!(a, b);
         assert_eq!(a.len(), 3, "two words and one bigram");
+    }
+
+    #[test]
+    fn words_split_on_spaces_and_lowercase_per_character() {
+        let w: Vec<String> = words("  Hello,  WORLD! ÇA\tva ΣΑΣ ").collect();
+        assert_eq!(w, ["hello,", "world!", "ça\tva", "σασ"]);
+        let mut terms = Vec::new();
+        for_each_term("a B c", |t| terms.push(t.to_string()));
+        assert_eq!(terms, ["a", "b", "a b", "c", "b c"]);
+    }
+
+    #[test]
+    fn vocabulary_keeps_frequent_terms_words_first_and_normalises_rows() {
+        let v = text(&[Some("red apple"), Some("green apple pie"), None, Some("   "), Some("Red apple")]);
+        let (terms, idf) = fit_vocabulary(&v);
+        assert_eq!(terms, ["apple", "green", "pie", "red", "apple pie", "green apple", "red apple"]);
+        // apple is in 3 of 5 rows: ln(6/4) + 1.
+        assert!((idf[0] - ((6.0f64 / 4.0).ln() + 1.0) as f32).abs() < 1e-7);
+        let cols = transform_vocabulary(&v, 5, &terms, &idf);
+        for i in [0, 1, 4] {
+            let norm: f32 = cols.iter().map(|c| c[i] * c[i]).sum();
+            assert!((norm - 1.0).abs() < 1e-5, "row {i}: {norm}");
+        }
+        assert!(cols.iter().all(|c| c[2] == 0.0 && c[3] == 0.0));
+        assert_eq!(cols[3][0], cols[3][4], "case does not matter");
+        assert!(cols[1][0] == 0.0 && cols[1][1] > 0.0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub(crate) const ML: &str = "ai.onnx.ml";
 pub(crate) enum Attr {
     Int(i64),
     Float(f32),
+    Str(String),
     Ints(Vec<i64>),
     Floats(Vec<f32>),
     Strs(Vec<String>),
@@ -27,6 +28,10 @@ pub(crate) fn attr(name: &str, value: Attr) -> AttributeProto {
         Attr::Float(v) => {
             a.f = Some(v);
             AttributeType::Float
+        }
+        Attr::Str(v) => {
+            a.s = Some(v.into_bytes());
+            AttributeType::String
         }
         Attr::Ints(v) => {
             a.ints = v;
@@ -170,6 +175,27 @@ impl Graph {
             ..Default::default()
         });
         (a, b)
+    }
+
+    /// Adds a node with `n` outputs (`Split`) and returns their names.
+    pub(crate) fn op_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        n: usize,
+        attribute: Vec<AttributeProto>,
+    ) -> Vec<String> {
+        let outs: Vec<String> = (0..n).map(|_| self.fresh(&op.to_lowercase())).collect();
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outs.clone(),
+            name: Some(format!("n{}_{op}", self.nodes.len())),
+            op_type: Some(op.to_string()),
+            domain: Some(String::new()),
+            attribute,
+            ..Default::default()
+        });
+        outs
     }
 
     /// Adds a node whose single output has a given name (graph outputs).

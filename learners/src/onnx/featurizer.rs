@@ -42,7 +42,15 @@ pub(crate) fn featurize(g: &mut Graph, f: &Featurizer) -> Result<Vec<String>> {
             }
             ColumnTransform::HighCardinality(enc) => features.extend(high_cardinality(g, &col.name, enc)),
             ColumnTransform::Datetime { with_time } => features.extend(datetime(g, &col.name, *with_time)),
-            ColumnTransform::TfIdf { .. } => return Err(unsupported(col, "TF-IDF text features")),
+            ColumnTransform::TfIdf { terms, idf, .. } if !terms.is_empty() => {
+                features.extend(tfidf(g, &col.name, terms, idf))
+            }
+            ColumnTransform::TfIdf { .. } => {
+                return Err(unsupported(
+                    col,
+                    "hashed TF-IDF text features (bundles saved before vocabularies)",
+                ));
+            }
             ColumnTransform::Dropped { .. } => {}
         }
     }
@@ -118,6 +126,71 @@ fn high_cardinality(g: &mut Graph, x: &str, enc: &LevelEncoding) -> Vec<String> 
         out.push(lookup(g, x, &table(values), prior));
     }
     out
+}
+
+/// TF-IDF over the fitted vocabulary, computed as `featurize::text::transform_vocabulary`:
+/// missing markers become "", `StringNormalizer` lowercases (C.UTF-8: `towlower`, the simple
+/// case mapping quarry uses), `StringSplit` splits on spaces, `TfIdfVectorizer` counts the
+/// words and word pairs, then `f32` × idf, the squared norm in `f64`, `f32` × inverse norm.
+fn tfidf(g: &mut Graph, x: &str, terms: &[String], idf: &[f32]) -> Vec<String> {
+    let keys: Vec<String> = MISSING_MARKERS.iter().map(|m| m.to_string()).collect();
+    let is_missing = g.ml(
+        "LabelEncoder",
+        &[x],
+        vec![
+            attr("keys_strings", Attr::Strs(keys.clone())),
+            attr("values_int64s", Attr::Ints(vec![1; keys.len()])),
+            attr("default_int64", Attr::Int(0)),
+        ],
+    );
+    let is_missing = g.cast(&is_missing, DataType::Bool);
+    let empty = g.constant("empty", super::builder::tensor_str(&[String::new()], &[]));
+    let text = g.op("Where", &[&is_missing, &empty, x], vec![]);
+    let flat_shape = g.i64s(&[-1], &[1]);
+    let flat = g.op("Reshape", &[&text, &flat_shape], vec![]);
+    let lower = g.op(
+        "StringNormalizer",
+        &[&flat],
+        vec![
+            attr("case_change_action", Attr::Str("LOWER".into())),
+            attr("locale", Attr::Str("C.UTF-8".into())),
+        ],
+    );
+    let (tokens, _) = g.op2("StringSplit", &[&lower], vec![]);
+    let n_words = terms.iter().filter(|t| !quarry_featurize::text::is_pair(t)).count();
+    let pool: Vec<String> = terms.iter().flat_map(|t| t.split(' ').map(str::to_string)).collect();
+    let counts = g.op(
+        "TfIdfVectorizer",
+        &[&tokens],
+        vec![
+            attr("mode", Attr::Str("TF".into())),
+            attr("min_gram_length", Attr::Int(1)),
+            attr("max_gram_length", Attr::Int(2)),
+            attr("max_skip_count", Attr::Int(0)),
+            attr("ngram_counts", Attr::Ints(vec![0, n_words as i64])),
+            attr("ngram_indexes", Attr::Ints((0..terms.len() as i64).collect())),
+            attr("pool_strings", Attr::Strs(pool)),
+        ],
+    );
+    let idf_c = g.f32s(idf, &[1, idf.len() as i64]);
+    let v = g.op("Mul", &[&counts, &idf_c], vec![]);
+    let vd = g.cast(&v, DataType::Double);
+    let sq = g.op("Mul", &[&vd, &vd], vec![]);
+    let axes = g.i64s(&[1], &[1]);
+    let norm2 = g.op("ReduceSum", &[&sq, &axes], vec![attr("keepdims", Attr::Int(1))]);
+    let norm = g.op("Sqrt", &[&norm2], vec![]);
+    let inv = g.op("Reciprocal", &[&norm], vec![]);
+    let inv = g.cast(&inv, DataType::Float);
+    let zero_d = g.f64s(&[0.0], &[]);
+    let zero_f = g.f32s(&[0.0], &[]);
+    let present = g.op("Greater", &[&norm2, &zero_d], vec![]);
+    let inv = g.op("Where", &[&present, &inv, &zero_f], vec![]);
+    let out = g.op("Mul", &[&v, &inv], vec![]);
+    if terms.len() == 1 {
+        return vec![out];
+    }
+    let sizes = g.i64s(&vec![1; terms.len()], &[terms.len() as i64]);
+    g.op_n("Split", &[&out, &sizes], terms.len(), vec![attr("axis", Attr::Int(1))])
 }
 
 /// Calendar parts of Unix seconds with Hinnant's integer civil-from-days algorithm, as

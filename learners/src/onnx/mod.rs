@@ -41,8 +41,13 @@ const ML_OPSET: i64 = 5;
 /// Why a pipeline cannot be exported, if it cannot (checked before building anything).
 pub fn unsupported_reason(p: &Pipeline) -> Option<String> {
     for c in p.featurizer.used_columns() {
-        if let ColumnTransform::TfIdf { .. } = c.transform {
-            return Some(format!("column {:?} is TF-IDF text, which has no ONNX export yet", c.name));
+        if let ColumnTransform::TfIdf { terms, .. } = &c.transform
+            && terms.is_empty()
+        {
+            return Some(format!(
+                "column {:?} is hashed TF-IDF text (a bundle saved before text vocabularies), which has no ONNX export",
+                c.name
+            ));
         }
     }
     None
@@ -220,10 +225,40 @@ mod tests {
     }
 
     #[test]
-    fn text_columns_are_refused_with_a_reason() {
+    fn text_columns_export_as_string_ops_over_the_vocabulary() {
+        let mut t = table();
+        let mut c = StrColumn::new();
+        for i in 0..60 {
+            c.push(Some(&format!("Review number {i} says {} things", ["good", "bad"][i % 2])));
+        }
+        t.columns.insert(0, RawColumn { name: "review".into(), values: RawValues::Text(c) });
+        let f = Featurizer::fit(&t, &["y"]).unwrap();
+        let ColumnTransform::TfIdf { terms, .. } = &f.columns[0].transform else { panic!() };
+        let n_terms = terms.len();
+        let mut p = pipeline(Family::Linear);
+        let enc = TargetEncoder::fit(&t, "y", None).unwrap();
+        let (y, _) = enc.encode(&t).unwrap();
+        let x = f.transform(&t).unwrap();
+        let spec = check_params(Family::Linear, &ParamMap::new()).unwrap();
+        p.members[0].model = fit(&spec, &x, &y, enc.task, None, 1, &mut |_, _| true).unwrap();
+        p.featurizer = f;
+        assert_eq!(unsupported_reason(&p), None);
+        let m = pb::ModelProto::decode(export(&p, None).unwrap().as_slice()).unwrap();
+        let g = m.graph.unwrap();
+        let ops: Vec<&str> = g.node.iter().filter_map(|n| n.op_type.as_deref()).collect();
+        for op in ["StringNormalizer", "StringSplit", "TfIdfVectorizer", "Split"] {
+            assert!(ops.contains(&op), "{op} missing from {ops:?}");
+        }
+        let split = g.node.iter().find(|n| n.op_type.as_deref() == Some("Split")).unwrap();
+        assert_eq!(split.output.len(), n_terms);
+    }
+
+    #[test]
+    fn hashed_text_columns_are_refused_with_a_reason() {
         let mut p = pipeline(Family::Knn);
         assert!(export(&p, None).is_ok());
-        p.featurizer.columns[1].transform = ColumnTransform::TfIdf { buckets: vec![3], idf: vec![1.0] };
+        p.featurizer.columns[1].transform =
+            ColumnTransform::TfIdf { terms: Vec::new(), buckets: vec![3], idf: vec![1.0] };
         assert!(unsupported_reason(&p).unwrap().contains("\"c\""));
         assert!(matches!(export(&p, None), Err(TrainError::Export(_))));
     }

@@ -1,6 +1,11 @@
 //! `model.onnx` in every run folder scores like `quarry predict` in onnxruntime
 //! (`scripts/onnx_parity.py`, in the venv `scripts/onnx_venv.sh` creates).
+//!
+//! Every family on a binary, a multiclass, a regression and a free-text dataset, plus
+//! ensemble winners; all the models go to one parity process (onnxruntime's import dominates
+//! a single small check), and tree models are kept small.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -16,51 +21,89 @@ fn python() -> &'static Path {
     })
 }
 
-/// Predicts `test` with quarry and with onnxruntime; returns the parity script's JSON.
-fn parity(run: &Path, test: &Path) -> serde_json::Value {
-    let preds = run.join("quarry_preds.csv");
-    quarry_ok(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--data",
-        test.to_str().unwrap(),
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
-    let out = Command::new(python())
-        .arg(repo_root().join("scripts/onnx_parity.py"))
-        .args([run.join("model.onnx"), test.to_path_buf(), preds])
-        .output()
-        .unwrap();
+/// Predicts each `(run, test)` with quarry, then checks all of them with onnxruntime in one
+/// process; returns the parity script's JSON line per run, in order.
+fn parity(runs: &[(PathBuf, PathBuf)]) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("scripts/onnx_parity.py"));
+    for (run, test) in runs {
+        let preds = run.join("quarry_preds.csv");
+        quarry_ok(&[
+            "predict",
+            "--model",
+            run.to_str().unwrap(),
+            "--data",
+            test.to_str().unwrap(),
+            "--out",
+            preds.to_str().unwrap(),
+        ]);
+        cmd.args([run.join("model.onnx"), test.clone(), preds]);
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "parity failed for {}: {stdout}\n{}",
-        run.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    assert!(out.status.success(), "parity failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), runs.len(), "{stdout}");
+    lines
 }
 
-const DATA: [(&str, &str); 3] =
-    [("penguins", "species"), ("credit_data", "Status"), ("cars", "Miles_per_Gallon")];
+/// A free-text dataset: reviews whose words (in any case, some with punctuation attached)
+/// decide the label, a numeric column, and missing reviews.
+fn text_data(dir: &Path) -> (PathBuf, PathBuf) {
+    const WORDS: [&str; 14] = [
+        "great", "Great,", "GREAT", "bad", "awful!", "fine", "the", "food", "service", "was", "very", "NOT",
+        "really", "ÇA",
+    ];
+    let mut state: u64 = 7;
+    let mut next = |n: u64| {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    };
+    let mut write = |name: &str, rows: usize| {
+        let mut csv = String::from("review,price,label\n");
+        for i in 0..rows {
+            let n_words = 4 + next(6) as usize;
+            let words: Vec<&str> = (0..n_words).map(|_| WORDS[next(WORDS.len() as u64) as usize]).collect();
+            let text = words.join(if i % 7 == 0 { "  " } else { " " });
+            let good = words.iter().any(|w| w.to_lowercase().starts_with("great"));
+            let label = if good != (next(10) == 0) { "good" } else { "poor" };
+            let review = match i % 23 {
+                5 => String::new(),
+                11 => "NA".to_string(),
+                _ => format!("\"{text} number {i}\""),
+            };
+            writeln!(csv, "{review},{},{label}", next(1000) as f64 / 10.0).unwrap();
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, csv).unwrap();
+        path
+    };
+    (write("text_train.csv", 240), write("text_test.csv", 80))
+}
 
 #[test]
 fn every_exported_family_matches_onnxruntime() {
     let dir = tempfile::tempdir().unwrap();
-    for (data, target) in DATA {
-        let train = example(&format!("{data}/train.csv"));
-        let test = example(&format!("{data}/test.csv"));
+    let (text_train, text_test) = text_data(dir.path());
+    let data: Vec<(String, PathBuf, PathBuf, &str)> =
+        [("penguins", "species"), ("credit_data", "Status"), ("cars", "Miles_per_Gallon")]
+            .into_iter()
+            .map(|(d, t)| {
+                (d.to_string(), example(&format!("{d}/train.csv")), example(&format!("{d}/test.csv")), t)
+            })
+            .chain([("text".to_string(), text_train, text_test, "label")])
+            .collect();
+    let mut runs = Vec::new();
+    for (name, train, test, target) in &data {
         let mut families = vec!["gbdt", "random_forest", "extra_trees", "linear", "knn"];
-        if data != "cars" {
+        if name != "cars" {
             families.push("naive_bayes");
         }
         for family in families {
-            let run = dir.path().join(format!("{data}-{family}"));
-            // Small models keep the test quick; forests still average many trees.
+            let run = dir.path().join(format!("{name}-{family}"));
+            // Small tree models keep the test quick; forests still average many trees.
             let params: &[&str] = match family {
-                "random_forest" | "extra_trees" => &["--param", "n_estimators=30"],
+                "gbdt" | "random_forest" | "extra_trees" => &["--param", "n_estimators=20"],
                 _ => &[],
             };
             let mut args = vec![
@@ -79,18 +122,26 @@ fn every_exported_family_matches_onnxruntime() {
             args.extend_from_slice(params);
             quarry_ok(&args);
             let record = read_json(&run.join("run.json"));
-            assert_eq!(record["onnx"]["file"], "model.onnx", "{data}/{family}: {}", record["onnx"]);
-            let r = parity(&run, &test);
-            assert_eq!(r["ok"], true, "{data}/{family}: {r}");
-            assert!(r["max_abs_diff"].as_f64().unwrap() <= 1e-9, "{data}/{family}: {r}");
+            assert_eq!(record["onnx"]["file"], "model.onnx", "{name}/{family}: {}", record["onnx"]);
+            runs.push((run, test.clone()));
         }
+    }
+    let text_run = read_json(&dir.path().join("text-gbdt/model/pipeline.json"));
+    let text_transform = &text_run["featurizer"]["columns"][0]["transform"];
+    assert_eq!(text_transform["type"], "tf_idf", "{text_transform}");
+    assert!(text_transform["terms"].as_array().unwrap().iter().any(|t| t == "great,"), "{text_transform}");
+    for (r, (run, _)) in parity(&runs).iter().zip(&runs) {
+        assert_eq!(r["ok"], true, "{}: {r}", run.display());
+        assert!(r["max_abs_diff"].as_f64().unwrap() <= 1e-9, "{}: {r}", run.display());
     }
 }
 
 #[test]
 fn ensemble_winner_and_reexport_match_onnxruntime() {
     let dir = tempfile::tempdir().unwrap();
-    for (data, target) in DATA {
+    let mut runs = Vec::new();
+    // Binary and regression winners: the ensemble sum is the same code for every task.
+    for (data, target) in [("credit_data", "Status"), ("cars", "Miles_per_Gallon")] {
         let run = dir.path().join(data);
         let train = example(&format!("{data}/train.csv"));
         quarry_ok(&[
@@ -100,17 +151,19 @@ fn ensemble_winner_and_reexport_match_onnxruntime() {
             "--target",
             target,
             "--max-trials",
-            "6",
+            "4",
             "--seed",
             "2",
             "--out",
             run.to_str().unwrap(),
         ]);
-        let r = parity(&run, &example(&format!("{data}/test.csv")));
-        assert_eq!(r["ok"], true, "{data}: {r}");
         // Re-export gives the same bytes.
         let again = dir.path().join(format!("{data}.onnx"));
         quarry_ok(&["export", "--model", run.to_str().unwrap(), "--out", again.to_str().unwrap()]);
         assert!(std::fs::read(&again).unwrap() == std::fs::read(run.join("model.onnx")).unwrap());
+        runs.push((run, example(&format!("{data}/test.csv"))));
+    }
+    for r in parity(&runs) {
+        assert_eq!(r["ok"], true, "{r}");
     }
 }
