@@ -48,7 +48,7 @@ async fn start(kind: &str, dir: &std::path::Path) -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(server, Auth::new(None), listener, std::future::pending()));
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect().await.unwrap()
 }
 
 /// Creates a budgeted job (no determinism window, so every worker can be busy) of `trials`

@@ -156,7 +156,7 @@ mod tests {
         let mut k = KeepSet::default();
         let mut dropped = Vec::new();
         for (id, f, l) in &all {
-            dropped.extend(k.offer(*id, f, *l, id.0 * 10).map(|(d, item)| (d, item)));
+            dropped.extend(k.offer(*id, f, *l, id.0 * 10));
         }
         assert_eq!(dropped.len(), all.len() - KEEP_TOP);
         assert!(dropped.iter().all(|(d, item)| *item == d.0 * 10 && !ids.contains(d)));
