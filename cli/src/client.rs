@@ -46,7 +46,9 @@ fn connect(c: &Connect, rt: &tokio::runtime::Runtime) -> Result<Client> {
     let _context = rt.enter();
     let url = coordinator_url(c)?;
     let auth = Auth::new(token(c).as_deref())?;
-    Ok(QuarryServiceClient::with_interceptor(channel(&url)?, auth).max_decoding_message_size(64 << 20))
+    Ok(QuarryServiceClient::with_interceptor(channel(&url)?, auth)
+        .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES))
 }
 
 /// A gRPC status as one readable line.
@@ -65,36 +67,39 @@ fn state_of(info: &pb::JobInfo) -> JobState {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<()> {
-    if args.max_trials == Some(0) {
+    if args.fit.max_trials == Some(0) {
         bail!("--max-trials must be at least 1");
     }
-    let budget = match (args.budget, args.max_trials) {
+    if args.fit.threads.is_some() {
+        bail!("--threads is a worker setting: pass it to `quarry worker`");
+    }
+    let budget = match (args.fit.budget, args.fit.max_trials) {
         (Some(b), _) => Some(b),
         (None, Some(_)) => None,
         (None, None) => Some(DEFAULT_BUDGET),
     };
-    let column_types_file = match &args.columns.column_types_file {
+    let column_types_file = match &args.fit.columns.column_types_file {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| p.display().to_string())?),
         None => None,
     };
-    if matches!(args.task, crate::args::TaskArg::Forecast) {
+    if matches!(args.fit.task, crate::args::TaskArg::Forecast) {
         anyhow::bail!(
             "--task forecast runs with `quarry fit` only; coordinators do not run forecasting jobs yet"
         );
     }
     // Overrides are checked here too, so a typo fails before the upload.
-    args.columns.overrides()?;
-    let file_name = args.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    args.fit.columns.overrides()?;
+    let file_name = args.fit.data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let rt = runtime()?;
     let mut client = connect(&args.connect, &rt)?;
     rt.block_on(async {
-        let hash = upload(&mut client, &args.data).await?;
+        let hash = upload(&mut client, &args.fit.data).await?;
         let spec = pb::JobSpec {
             experiment: args.experiment.clone(),
             dataset_hash: hash,
             file_name,
-            target: args.target.clone(),
-            task: match args.task {
+            target: args.fit.target.clone(),
+            task: match args.fit.task {
                 crate::args::TaskArg::Auto => "auto",
                 crate::args::TaskArg::Binary => "binary",
                 crate::args::TaskArg::Multiclass => "multiclass",
@@ -102,19 +107,19 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
                 crate::args::TaskArg::Forecast => "forecast",
             }
             .into(),
-            metric: args.metric.clone().unwrap_or_default(),
-            seed: args.seed,
+            metric: args.fit.metric.clone().unwrap_or_default(),
+            seed: args.fit.seed,
             budget_ms: budget.map(|b| b.as_millis() as u64),
-            max_trials: args.max_trials.map(|m| m as u64),
-            scheduler: match args.scheduler {
+            max_trials: args.fit.max_trials.map(|m| m as u64),
+            scheduler: match args.fit.scheduler {
                 SchedulerArg::Fifo => "fifo",
                 SchedulerArg::Median => "median",
                 SchedulerArg::Asha => "asha",
             }
             .into(),
-            column_types: args.columns.column_types.clone(),
-            drop_columns: args.columns.drop.clone(),
-            group_column: args.group_column.clone(),
+            column_types: args.fit.columns.column_types.clone(),
+            drop_columns: args.fit.columns.drop.clone(),
+            group_column: args.fit.group_column.clone(),
             column_types_file,
         };
         let id = client.create_job(spec).await.map_err(|s| status_error("create job", s))?.into_inner().id;
@@ -123,14 +128,14 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
             return Ok(());
         }
         eprintln!("job {id} submitted; following it");
-        let info = watch(&mut client, &id, args.max_trials, budget).await?;
+        let info = watch(&mut client, &id, args.fit.max_trials, budget).await?;
         match state_of(&info) {
             JobState::Completed => {}
             state => {
                 bail!("job {id} {}: {}", state.word(), info.reason.as_deref().unwrap_or("no reason given"))
             }
         }
-        let out = match &args.out {
+        let out = match &args.fit.out {
             Some(d) => d.clone(),
             None => default_run_dir(Path::new("runs"))?,
         };

@@ -4,12 +4,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use quarry_learners::{Pipeline, onnx};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::args::ExportArgs;
 use crate::predict::load_pipeline;
-
-pub const ONNX_FILE: &str = "model.onnx";
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let pipeline = load_pipeline(&args.model)?;
@@ -28,18 +26,12 @@ fn dataset_hash(model: &Path) -> Option<String> {
     run["dataset"]["content_hash"].as_str().map(str::to_string)
 }
 
-/// Writes `model.onnx` into a run folder; returns what `run.json` records about it. A pipeline
-/// that cannot be exported yet gets no file (never a wrong one) and a warning saying why.
+/// Writes `model.onnx` into a run folder (`quarry_worker::run_files`, as remote runs do);
+/// returns what `run.json` records about it, and warns when no file could be written.
 pub fn write_run_onnx(out_dir: &Path, pipeline: &Pipeline, dataset_hash: &str) -> Result<Value> {
-    let path = out_dir.join(ONNX_FILE);
-    match onnx::export(pipeline, Some(dataset_hash)) {
-        Ok(bytes) => {
-            std::fs::write(&path, &bytes).with_context(|| path.display().to_string())?;
-            Ok(json!({"file": ONNX_FILE, "bytes": bytes.len()}))
-        }
-        Err(e) => {
-            eprintln!("warning: no {ONNX_FILE} written: {e}");
-            Ok(json!({"file": null, "reason": e.to_string()}))
-        }
+    let record = quarry_worker::run_files::write_run_onnx(out_dir, pipeline, dataset_hash)?;
+    if let Some(reason) = record["reason"].as_str() {
+        eprintln!("warning: no {} written: {reason}", quarry_worker::run_files::ONNX_FILE);
     }
+    Ok(record)
 }

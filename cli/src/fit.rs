@@ -142,20 +142,10 @@ pub fn run(args: FitArgs) -> Result<()> {
         record.insert("onnx".into(), onnx);
     }
     write_run_folder(&out_dir, &pipeline, &board, &guard, &run_record)?;
-    let data = runner.data();
-    let (summary_x, summary_y, description) = match data.plan.folds.as_slice() {
-        [holdout] => {
-            let rows = quarry_learners::explain::sample_rows(holdout.valid.len(), 1_000, args.seed);
-            let rows: Vec<usize> = rows.iter().map(|&i| holdout.valid[i]).collect();
-            (data.x.select_rows(&rows), data.y.select_rows(&rows), "holdout validation rows (seeded sample)")
-        }
-        _ => {
-            let rows = quarry_learners::explain::sample_rows(data.x.n_rows, 1_000, args.seed);
-            (data.x.select_rows(&rows), data.y.select_rows(&rows), "training rows (seeded sample)")
-        }
-    };
+    let (summary_x, summary_y, description) =
+        quarry_worker::run_files::search_summary_rows(runner.data(), args.seed);
     let summary = SummaryRows { x: &summary_x, y: &summary_y, description: description.into() };
-    write_run_explanations(&out_dir, &pipeline, &data.x, summary, deadline, args.seed)?;
+    write_run_explanations(&out_dir, &pipeline, &runner.data().x, summary, deadline, args.seed)?;
     crate::report::write(&out_dir);
 
     print_leaderboard(&board, metric, 10);

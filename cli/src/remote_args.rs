@@ -2,11 +2,10 @@
 //! `download`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
-use crate::args::{ColumnArgs, SchedulerArg, TaskArg, parse_duration};
+use crate::args::FitArgs;
 
 /// Where the coordinator is and how to authenticate: every client command takes these.
 #[derive(Args, Clone)]
@@ -47,38 +46,16 @@ pub struct WorkerArgs {
 pub struct SubmitArgs {
     #[command(flatten)]
     pub connect: Connect,
-    /// Training data (.csv or .parquet), uploaded to the coordinator.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long)]
-    pub target: String,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub task: TaskArg,
-    #[arg(long)]
-    pub metric: Option<String>,
-    /// Wall-clock budget of the job (default 60s unless --max-trials is given).
-    #[arg(long, value_parser = parse_duration)]
-    pub budget: Option<Duration>,
-    /// Stop after this many trials; without --budget the job is deterministic.
-    #[arg(long)]
-    pub max_trials: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long)]
-    pub group_column: Option<String>,
-    #[arg(long, value_enum, default_value = "fifo")]
-    pub scheduler: SchedulerArg,
+    /// `quarry fit`'s options, the same struct: the data file is uploaded to the coordinator,
+    /// --out is where --wait puts the run folder, and --threads is refused (a worker setting).
+    #[command(flatten)]
+    pub fit: FitArgs,
     /// Groups related jobs.
     #[arg(long, default_value = "default")]
     pub experiment: String,
     /// Follow the job and download its run folder when it completes.
     #[arg(long)]
     pub wait: bool,
-    /// Run folder for --wait (default runs/<timestamp>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub columns: ColumnArgs,
 }
 
 #[derive(Args)]

@@ -2,7 +2,11 @@
 //! trials, at several numbers of simulated workers; then the coordinator's memory after a
 //! 100,000-trial job.
 //!
-//! cargo run -p quarry-coordinator --example lease_bench -- [file|memory] [TRIALS_PER_RUN] [TOTAL_TRIALS]
+//! cargo run --release -p quarry-coordinator --example lease_bench -- [file|memory|redis://HOST:PORT/] [TRIALS_PER_RUN] [TOTAL_TRIALS]
+//!
+//! Each run is done twice: with a separate `Lease` call per task (what `quarry worker` does),
+//! and with the next lease piggybacked on `Complete` (`lease_next`: one call and one log write
+//! fewer per task). Either way every reply waits for its events to be durable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use quarry_coordinator::blobs::BlobStore;
 use quarry_coordinator::grpc::{Auth, Server, serve};
+use quarry_coordinator::redis_log::RedisLog;
 use quarry_coordinator::{EventLog, FileLog, MemoryLog};
 use quarry_proto::pb;
 use quarry_proto::pb::quarry_service_client::QuarryServiceClient;
@@ -31,6 +36,11 @@ fn rss_mib() -> f64 {
 async fn start(kind: &str, dir: &std::path::Path) -> Channel {
     let log: Box<dyn EventLog> = match kind {
         "memory" => Box::<MemoryLog>::default(),
+        url if url.starts_with("redis://") => {
+            // A fresh stream per bench run.
+            let name = format!("bench-{}", std::process::id());
+            Box::new(RedisLog::open(url, &name).unwrap())
+        }
         _ => Box::new(FileLog::open(&dir.join("events.log")).unwrap()),
     };
     let blobs = BlobStore::open(&dir.join("blobs")).unwrap();
@@ -38,7 +48,7 @@ async fn start(kind: &str, dir: &std::path::Path) -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(server, Auth::new(None), listener, std::future::pending()));
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect().await.unwrap()
 }
 
 /// Creates a budgeted job (no determinism window, so every worker can be busy) of `trials`
@@ -57,7 +67,7 @@ async fn job(ch: &Channel, trials: u64) -> String {
         ..Default::default()
     };
     let id = q.create_job(spec).await.unwrap().into_inner().id;
-    let mut w = WorkerServiceClient::new(ch.clone());
+    let mut w = worker_client(ch);
     let wid = register(&mut w).await;
     let t = w
         .lease(pb::LeaseRequest { worker_id: wid.clone(), max_tasks: 1, wait_ms: 1000 })
@@ -80,12 +90,19 @@ async fn job(ch: &Channel, trials: u64) -> String {
             fencing_token: task.fencing_token,
             result: Some(pb::complete_request::Result::Prepare(pb::PrepareResult { shape: Some(shape) })),
             artifacts: vec![],
+            lease_next: false,
         })
         .await
         .unwrap()
         .into_inner();
     assert!(done.accepted);
     id
+}
+
+fn worker_client(ch: &Channel) -> WorkerServiceClient<Channel> {
+    WorkerServiceClient::new(ch.clone())
+        .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
 }
 
 async fn register(w: &mut WorkerServiceClient<Channel>) -> String {
@@ -99,55 +116,75 @@ async fn register(w: &mut WorkerServiceClient<Channel>) -> String {
     w.register(info).await.unwrap().into_inner().worker_id
 }
 
-/// One simulated worker: lease, one progress report, complete, until no trial comes.
-async fn worker(ch: Channel, done: Arc<AtomicU64>) {
-    let mut w = WorkerServiceClient::new(ch);
+/// One simulated worker: lease, one progress report, complete, until no trial comes; then
+/// completes the job's finalize task if it gets it. `piggyback`: the next lease rides on
+/// `Complete`. Returns the trials it completed.
+async fn worker(ch: Channel, done: Arc<AtomicU64>, piggyback: bool) {
+    let mut w = worker_client(&ch);
     let wid = register(&mut w).await;
-    loop {
-        let t = w
-            .lease(pb::LeaseRequest { worker_id: wid.clone(), max_tasks: 1, wait_ms: 300 })
+    let lease = |mut w: WorkerServiceClient<Channel>, wid: String| async move {
+        w.lease(pb::LeaseRequest { worker_id: wid, max_tasks: 1, wait_ms: 300 })
             .await
             .unwrap()
-            .into_inner();
-        let Some(task) = t.task else { return };
-        let Some(pb::task::Kind::Trial(trial)) = task.kind else { return };
-        let spec = trial.trial.unwrap();
-        w.report_progress(pb::ProgressRequest {
-            worker_id: wid.clone(),
-            fencing_token: task.fencing_token,
-            resource: 1,
-            loss: 0.4,
-        })
-        .await
-        .unwrap();
-        let outcome = pb::TrialOutcome {
-            trial_id: spec.trial_id,
-            status: pb::TrialStatus::Completed as i32,
-            score: Some(0.5 + (spec.trial_id % 100) as f64 / 1000.0),
-            fit_seconds: 0.001,
-            rounds: None,
-            failure_reason: None,
+            .into_inner()
+            .task
+    };
+    let mut next = lease(w.clone(), wid.clone()).await;
+    while let Some(task) = next.take() {
+        let result = match task.kind {
+            Some(pb::task::Kind::Trial(trial)) => {
+                let spec = trial.trial.unwrap();
+                w.report_progress(pb::ProgressRequest {
+                    worker_id: wid.clone(),
+                    fencing_token: task.fencing_token,
+                    resource: 1,
+                    loss: 0.4,
+                })
+                .await
+                .unwrap();
+                pb::complete_request::Result::Trial(pb::TrialOutcome {
+                    trial_id: spec.trial_id,
+                    status: pb::TrialStatus::Completed as i32,
+                    score: Some(0.5 + (spec.trial_id % 100) as f64 / 1000.0),
+                    fit_seconds: 0.001,
+                    rounds: None,
+                    failure_reason: None,
+                })
+            }
+            // The finalize task carries the whole leaderboard (20 MB at 100,000 trials).
+            Some(pb::task::Kind::Finalize(f)) => {
+                let entries = f.leaderboard.map_or(0, |l| l.entries.len());
+                assert!(entries > 0);
+                pb::complete_request::Result::Finalize(pb::FinalizeResult {})
+            }
+            _ => return,
         };
+        let is_trial = matches!(result, pb::complete_request::Result::Trial(_));
         let r = w
             .complete(pb::CompleteRequest {
                 worker_id: wid.clone(),
                 fencing_token: task.fencing_token,
-                result: Some(pb::complete_request::Result::Trial(outcome)),
+                result: Some(result),
                 artifacts: vec![],
+                lease_next: piggyback,
             })
             .await
             .unwrap()
             .into_inner();
         assert!(r.accepted, "{}", r.message);
-        done.fetch_add(1, Ordering::Relaxed);
+        if is_trial {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        next = if piggyback && r.next.is_some() { r.next } else { lease(w.clone(), wid.clone()).await };
     }
 }
 
-async fn run(ch: &Channel, workers: usize, trials: u64) -> (f64, f64) {
+async fn run(ch: &Channel, workers: usize, trials: u64, piggyback: bool) -> (f64, f64) {
     let id = job(ch, trials).await;
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let handles: Vec<_> = (0..workers).map(|_| tokio::spawn(worker(ch.clone(), done.clone()))).collect();
+    let handles: Vec<_> =
+        (0..workers).map(|_| tokio::spawn(worker(ch.clone(), done.clone(), piggyback))).collect();
     for h in handles {
         h.await.unwrap();
     }
@@ -156,6 +193,7 @@ async fn run(ch: &Channel, workers: usize, trials: u64) -> (f64, f64) {
     let mut q = QuarryServiceClient::new(ch.clone());
     let info = q.get_job(pb::JobId { id }).await.unwrap().into_inner();
     assert_eq!(info.trials_finished, trials);
+    assert_eq!(info.state, pb::JobState::Completed as i32, "the finalize task ran");
     (n as f64 / secs, secs)
 }
 
@@ -168,14 +206,19 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let ch = start(&kind, dir.path()).await;
     println!("log: {kind}; {per_run} no-op trials per run (lease + 1 progress report + complete)");
-    for workers in [1usize, 8, 64] {
-        let (rate, secs) = run(&ch, workers, per_run).await;
-        println!("workers {workers:>3}: {rate:>8.0} round trips/s ({per_run} in {secs:.2} s)");
+    for piggyback in [false, true] {
+        let mode = if piggyback { "lease piggybacked on Complete" } else { "separate Lease call" };
+        for workers in [1usize, 8, 64] {
+            // One worker is latency-bound: a tenth of the trials tell its rate as well.
+            let n = if workers == 1 { (per_run / 10).max(100) } else { per_run };
+            let (rate, secs) = run(&ch, workers, n, piggyback).await;
+            println!("{mode}: workers {workers:>3}: {rate:>8.0} round trips/s ({n} in {secs:.2} s)");
+        }
     }
     let before = rss_mib();
-    let (rate, secs) = run(&ch, 64, total).await;
+    let (rate, secs) = run(&ch, 64, total, true).await;
     println!(
-        "{total} trials in one job (64 workers): {rate:.0}/s in {secs:.1} s; process RSS {:.1} MiB (was {before:.1} MiB before that job)",
+        "{total} trials in one job (64 workers, piggybacked): {rate:.0}/s in {secs:.1} s; process RSS {:.1} MiB (was {before:.1} MiB before that job)",
         rss_mib()
     );
 }

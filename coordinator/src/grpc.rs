@@ -172,9 +172,12 @@ impl Server {
             if events.is_empty() {
                 return out.map_err(status_of);
             }
-            for (job, e) in job_events(&c, &events) {
-                let seq = self.shared.event_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                let _ = self.shared.job_events.send((job, pb::JobEvent { seq, kind: Some(e) }));
+            // Building watchers' events costs a JobInfo per touched job: skip it when nobody watches.
+            if self.shared.job_events.receiver_count() > 0 {
+                for (job, e) in job_events(&c, &events) {
+                    let seq = self.shared.event_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    let _ = self.shared.job_events.send((job, pb::JobEvent { seq, kind: Some(e) }));
+                }
             }
             let records: Vec<Vec<u8>> = events.iter().filter_map(|e| serde_json::to_vec(e).ok()).collect();
             let target = self.shared.submitted.fetch_add(records.len() as u64, Ordering::SeqCst)
@@ -708,12 +711,18 @@ fn task_to_pb(t: LeasedTask) -> pb::Task {
     }
 }
 
-fn stale_answer(r: Result<(), Status>) -> Result<Response<pb::CompleteResponse>, Status> {
+fn stale_answer(r: Result<Option<LeasedTask>, Status>) -> Result<Response<pb::CompleteResponse>, Status> {
     match r {
-        Ok(()) => Ok(Response::new(pb::CompleteResponse { accepted: true, message: String::new() })),
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            Ok(Response::new(pb::CompleteResponse { accepted: false, message: s.message().to_string() }))
-        }
+        Ok(next) => Ok(Response::new(pb::CompleteResponse {
+            accepted: true,
+            message: String::new(),
+            next: next.map(task_to_pb),
+        })),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(Response::new(pb::CompleteResponse {
+            accepted: false,
+            message: s.message().to_string(),
+            next: None,
+        })),
         Err(s) => Err(s),
     }
 }
@@ -806,7 +815,13 @@ impl pb::worker_service_server::WorkerService for Server {
             }
         }
         let token = r.fencing_token;
-        stale_answer(self.mutate(move |c, now| c.complete(token, result, artifacts, now)).await)
+        let (worker, lease_next) = (r.worker_id, r.lease_next);
+        let done = self.mutate(move |c, now| {
+            c.complete(token, result, artifacts, now)?;
+            // The result is in either way; no next task (unknown worker, nothing ready) is not an error.
+            Ok(if lease_next { c.lease_task(&worker, now).ok().flatten() } else { None })
+        });
+        stale_answer(done.await)
     }
 
     async fn fail(
@@ -815,7 +830,7 @@ impl pb::worker_service_server::WorkerService for Server {
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let r = request.into_inner();
         tracing::warn!(worker = %r.worker_id, token = r.fencing_token, reason = %r.reason, "task failed on a worker");
-        stale_answer(self.mutate(move |c, now| c.fail(r.fencing_token, &r.reason, now)).await)
+        stale_answer(self.mutate(move |c, now| c.fail(r.fencing_token, &r.reason, now).map(|()| None)).await)
     }
 
     type FetchDatasetStream = ChunkStream;
@@ -851,11 +866,20 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let a1 = auth.clone();
     let a2 = auth;
-    let quarry = pb::quarry_service_server::QuarryServiceServer::with_interceptor(server.clone(), move |r| {
-        a1.check(r)
-    });
-    let worker =
-        pb::worker_service_server::WorkerServiceServer::with_interceptor(server, move |r| a2.check(r));
+    // Limits set explicitly (tonic's default is 4 MiB): a finalize task carries the leaderboard.
+    let max = quarry_proto::MAX_MESSAGE_BYTES;
+    let quarry = tonic::service::interceptor::InterceptedService::new(
+        pb::quarry_service_server::QuarryServiceServer::new(server.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        move |r| a1.check(r),
+    );
+    let worker = tonic::service::interceptor::InterceptedService::new(
+        pb::worker_service_server::WorkerServiceServer::new(server)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        move |r| a2.check(r),
+    );
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(quarry)

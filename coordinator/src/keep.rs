@@ -1,60 +1,31 @@
 //! Which trials' artifacts (out-of-fold predictions, fold models) the server keeps for the
 //! finalize task: the best [`KEEP_TOP`] plus each family's best [`KEEP_PER_FAMILY`], the same
-//! rule `quarry fit` applies (cli/src/final_model.rs). Results are considered in trial-id order,
+//! rule `quarry fit` applies (`quarry_search::keep`, the one implementation). Results are considered in trial-id order,
 //! as `quarry fit` sees them, so the kept set does not depend on arrival order.
 
 use std::collections::BTreeMap;
 
 use quarry_search::TrialId;
+pub use quarry_search::{KEEP_PER_FAMILY, KEEP_TOP};
 
 use crate::state::Artifact;
 
-pub const KEEP_TOP: usize = 20;
-pub const KEEP_PER_FAMILY: usize = 3;
-
 #[derive(Debug, Clone)]
-struct Kept {
+struct Candidate {
     loss: f64,
     family: String,
     artifacts: Vec<Artifact>,
 }
 
+/// The kept trials' artifacts ([`quarry_search::KeepSet`], the one keep rule), with results
+/// that arrived ahead of a lower id held back until their turn.
 #[derive(Debug, Clone, Default)]
 pub struct KeepSet {
-    kept: BTreeMap<TrialId, Kept>,
+    kept: quarry_search::KeepSet<Vec<Artifact>>,
     /// Results that arrived ahead of a lower id, not yet considered.
-    waiting: BTreeMap<u64, Option<Kept>>,
+    waiting: BTreeMap<u64, Option<Candidate>>,
     /// Every id up to this one has been considered.
     considered: u64,
-}
-
-/// The candidate to drop: the worst that is not among its family's best few (or the worst
-/// overall when every candidate is).
-fn eviction(kept: &BTreeMap<TrialId, Kept>) -> Option<TrialId> {
-    let worse =
-        |a: &(&TrialId, &Kept), b: &(&TrialId, &Kept)| a.1.loss.total_cmp(&b.1.loss).then(a.0.cmp(b.0));
-    let protected = |id: &TrialId, k: &Kept| {
-        let better_in_family = kept
-            .iter()
-            .filter(|(other_id, o)| o.family == k.family && worse(&(other_id, o), &(id, k)).is_lt())
-            .count();
-        better_in_family < KEEP_PER_FAMILY
-    };
-    kept.iter()
-        .filter(|(id, k)| !protected(id, k))
-        .max_by(worse)
-        .or_else(|| kept.iter().max_by(worse))
-        .map(|(id, _)| *id)
-}
-
-fn consider(kept: &mut BTreeMap<TrialId, Kept>, id: TrialId, k: Kept) -> Vec<Artifact> {
-    kept.insert(id, k);
-    if kept.len() > KEEP_TOP
-        && let Some(out) = eviction(kept)
-    {
-        return kept.remove(&out).map(|k| k.artifacts).unwrap_or_default();
-    }
-    Vec::new()
 }
 
 impl KeepSet {
@@ -69,7 +40,7 @@ impl KeepSet {
     ) -> Vec<Artifact> {
         let mut dropped = Vec::new();
         let entry = match loss {
-            Some(loss) => Some(Kept { loss, family, artifacts }),
+            Some(loss) => Some(Candidate { loss, family, artifacts }),
             None => {
                 dropped.extend(artifacts);
                 None
@@ -78,8 +49,11 @@ impl KeepSet {
         self.waiting.insert(id.0, entry);
         while let Some(next) = self.waiting.remove(&(self.considered + 1)) {
             self.considered += 1;
-            if let Some(k) = next {
-                dropped.extend(consider(&mut self.kept, TrialId(self.considered), k));
+            if let Some(c) = next
+                && let Some((_, out)) =
+                    self.kept.offer(TrialId(self.considered), &c.family, c.loss, c.artifacts)
+            {
+                dropped.extend(out);
             }
         }
         dropped
@@ -89,16 +63,19 @@ impl KeepSet {
     /// considered here, in id order, without changing the set).
     pub fn kept(&self) -> Vec<(TrialId, Vec<Artifact>)> {
         let mut kept = self.kept.clone();
-        for (id, k) in &self.waiting {
-            if let Some(k) = k {
-                consider(&mut kept, TrialId(*id), k.clone());
+        for (id, c) in &self.waiting {
+            if let Some(c) = c {
+                kept.offer(TrialId(*id), &c.family, c.loss, c.artifacts.clone());
             }
         }
-        kept.into_iter().map(|(id, k)| (id, k.artifacts)).collect()
+        kept.into_items().collect()
     }
 
     pub fn artifacts(&self) -> impl Iterator<Item = &Artifact> {
-        self.kept.values().chain(self.waiting.values().flatten()).flat_map(|k| k.artifacts.iter())
+        self.kept
+            .iter()
+            .flat_map(|(_, a)| a.iter())
+            .chain(self.waiting.values().flatten().flat_map(|c| c.artifacts.iter()))
     }
 }
 

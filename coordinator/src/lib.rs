@@ -6,7 +6,6 @@
 
 pub mod blobs;
 mod driver;
-mod ensemble;
 pub mod grpc;
 pub mod http;
 mod job;
@@ -17,7 +16,6 @@ pub mod redis_log;
 pub mod state;
 
 pub use driver::{DETERMINISM_WINDOW, DriverConfig, Next, SearchDriver};
-pub use ensemble::{Ensemble, EnsembleMember, select_ensemble};
 pub use keep::{KEEP_PER_FAMILY, KEEP_TOP, KeepSet};
 pub use log::{EventLog, FileLog, LogError, MemoryLog};
 

@@ -16,6 +16,11 @@ pub const PROTOCOL_VERSION: u32 = pb::ProtocolVersion::ProtocolVersion1 as u32;
 /// Metadata key carrying `Bearer <token>` on every call when the coordinator has a token.
 pub const AUTH_HEADER: &str = "authorization";
 
+/// The largest gRPC message either side accepts (tonic's default is 4 MiB). A finalize task
+/// carries the whole leaderboard: about 200 bytes a trial, so 20 MB for 100,000 trials; this
+/// allows over a million. Both the coordinator and its clients set it explicitly.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
 pub use pb::quarry_service_client::QuarryServiceClient;
 pub use pb::quarry_service_server::{QuarryService, QuarryServiceServer};
 pub use pb::worker_service_client::WorkerServiceClient;

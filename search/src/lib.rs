@@ -6,6 +6,7 @@
 pub mod ensemble;
 pub mod error;
 pub mod forecast;
+pub mod keep;
 pub mod scheduler;
 pub mod searcher;
 pub mod space;
@@ -15,6 +16,7 @@ pub mod validation;
 pub use ensemble::{EnsembleSelection, greedy_selection};
 pub use error::SearchError;
 pub use forecast::{ForecastWindow, rolling_origin_windows};
+pub use keep::{KEEP_PER_FAMILY, KEEP_TOP, KeepSet, keep_set};
 pub use scheduler::{Asha, Decision, FifoScheduler, MedianStopping, Scheduler};
 pub use searcher::{FamilyStats, Searcher, Suggestion, TrialRecord};
 pub use searcher::{LocalSearcher, RandomSearcher};

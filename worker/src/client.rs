@@ -13,7 +13,7 @@ use quarry_learners::{Family, FittedModel, Pipeline};
 use quarry_proto::convert::{params_from_pb, status_from_pb};
 use quarry_proto::pb;
 use quarry_proto::{AUTH_HEADER, PROTOCOL_VERSION, WorkerServiceClient};
-use quarry_search::{DataShape, TrialId, TrialSpec, TrialStatus, ValidationKind};
+use quarry_search::{DataShape, TrialId, TrialSpec, TrialStatus, ValidationKind, keep_set};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -24,9 +24,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::finalize::{FinishedTrial, RunFacts, run_record, write_run_folder};
-use crate::{
-    KeptTrials, PrepareOptions, TrialArtifacts, TrialData, TrialRunner, WorkerError, final_members, keep_set,
-};
+use crate::run_files::{SummaryRows, search_summary_rows, write_run_explanations, write_run_onnx};
+use crate::{KeptTrials, PrepareOptions, TrialArtifacts, TrialData, TrialRunner, WorkerError, final_members};
 
 /// Bytes per streamed chunk (gRPC's default message limit is 4 MiB).
 const CHUNK: usize = 1 << 20;
@@ -164,7 +163,8 @@ struct Shared {
 pub async fn run_worker(config: WorkerConfig) -> Result<(), WorkerError> {
     let auth = Auth::new(config.token.as_deref())?;
     let client = WorkerServiceClient::with_interceptor(channel(&config.coordinator)?, auth)
-        .max_decoding_message_size(64 << 20);
+        .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES);
     std::fs::create_dir_all(&config.cache_dir)
         .map_err(|error| WorkerError::Io { path: config.cache_dir.clone(), error })?;
     let shared = Arc::new(Shared {
@@ -633,6 +633,8 @@ async fn run_task(shared: &Arc<Shared>, task: pb::Task) -> Result<(), WorkerErro
             fencing_token: token,
             result: Some(result.clone()),
             artifacts: artifacts.clone(),
+            // Slots lease with a long poll of their own.
+            lease_next: false,
         };
         async move { c.clone().complete(req).await.map(|r| r.into_inner()) }
     })
@@ -762,7 +764,10 @@ async fn run_finalize(
             final_members(&data.runner, data.metric, kept, &board, deadline, spec.seed)?;
         let pipeline =
             Pipeline::new(data.task, data.metric, data.featurizer.clone(), data.encoder.clone(), members);
-        let record = run_record(&RunFacts {
+        std::fs::create_dir_all(&dir2).map_err(|error| WorkerError::Io { path: dir2.clone(), error })?;
+        let onnx =
+            write_run_onnx(&dir2, &pipeline, data.dataset["content_hash"].as_str().unwrap_or_default())?;
+        let mut record = run_record(&RunFacts {
             dataset: data.dataset.clone(),
             target: &spec.target,
             pipeline: &pipeline,
@@ -777,7 +782,14 @@ async fn run_finalize(
             final_model: &final_model,
             elapsed_seconds: elapsed,
         });
-        write_run_folder(&dir2, &pipeline, &board, &data.guard, &record)
+        if let Some(r) = record.as_object_mut() {
+            r.insert("onnx".into(), onnx);
+        }
+        write_run_folder(&dir2, &pipeline, &board, &data.guard, &record)?;
+        // The same explanations.json as `quarry fit` (same rows, seed and code).
+        let (sx, sy, description) = search_summary_rows(data.runner.data(), spec.seed);
+        let rows = SummaryRows { x: &sx, y: &sy, description: description.into() };
+        write_run_explanations(&dir2, &pipeline, &data.runner.data().x, rows, deadline, spec.seed)
     })
     .await
     .map_err(|e| WorkerError::Invalid(format!("finalize thread: {e}")))??;

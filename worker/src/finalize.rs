@@ -8,19 +8,13 @@ use std::time::{Duration, Instant};
 
 use quarry_featurize::{Guardrails, Metric, Predictions, Target};
 use quarry_learners::{Family, Member, ParamMap, Pipeline};
-use quarry_search::{Config, TrialId, TrialSpec, TrialStatus, ValidationKind, greedy_selection};
+use quarry_search::{Config, KeepSet, TrialId, TrialSpec, TrialStatus, ValidationKind, greedy_selection};
 use serde::{Deserialize, Serialize};
 
 use crate::{TrialArtifacts, TrialRunner, WorkerError};
 
 /// Below this much time left a holdout run does not try a refit at all.
 const MIN_REFIT_TIME: Duration = Duration::from_millis(500);
-
-/// Trials whose fold models and out-of-fold predictions are kept as ensemble candidates.
-pub const KEEP_TOP: usize = 20;
-/// Each family's best few are kept whatever their rank: a blend gains most from members that
-/// err differently, and the top 20 overall are often near-copies of one family's best.
-pub const KEEP_PER_FAMILY: usize = 3;
 
 /// Selection rounds: enough for weights in steps of 1/25, few enough to stay fast.
 const ENSEMBLE_ROUNDS: usize = 25;
@@ -41,69 +35,31 @@ pub struct FinishedTrial {
     pub rounds: Option<usize>,
 }
 
-/// The ensemble candidates: the best [`KEEP_TOP`] completed trials plus each family's best
-/// [`KEEP_PER_FAMILY`], with their artifacts. Which trials stay depends on the order trials are
-/// offered in; offering them in id order makes it a function of the leaderboard alone.
+/// The ensemble candidates and their artifacts, chosen by the one keep rule
+/// ([`quarry_search::keep`]: the best 20 completed trials plus each family's best 3).
 #[derive(Default)]
 pub struct KeptTrials {
-    kept: BTreeMap<TrialId, Kept>,
-}
-
-struct Kept {
-    loss: f64,
-    family: String,
-    artifacts: TrialArtifacts,
-}
-
-/// The candidate to drop: the worst that is not among its family's best [`KEEP_PER_FAMILY`]
-/// (or the worst overall when every candidate is).
-fn eviction<'a>(kept: impl Iterator<Item = (TrialId, &'a str, f64)> + Clone) -> Option<TrialId> {
-    let worse = |a: &(TrialId, &str, f64), b: &(TrialId, &str, f64)| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0));
-    let protected = |k: &(TrialId, &str, f64)| {
-        let better_in_family = kept.clone().filter(|o| o.1 == k.1 && worse(o, k).is_lt()).count();
-        better_in_family < KEEP_PER_FAMILY
-    };
-    kept.clone().filter(|k| !protected(k)).max_by(worse).or_else(|| kept.max_by(worse)).map(|k| k.0)
-}
-
-/// The ids [`KeptTrials`] ends with when `trials` (id, family, loss of a completed trial) are
-/// offered in this order: the coordinator keeps artifacts only for these.
-pub fn keep_set(trials: &[(TrialId, String, f64)]) -> Vec<TrialId> {
-    let mut kept: BTreeMap<TrialId, (&str, f64)> = BTreeMap::new();
-    for (id, family, loss) in trials {
-        kept.insert(*id, (family.as_str(), *loss));
-        if kept.len() > KEEP_TOP
-            && let Some(out) = eviction(kept.iter().map(|(id, (f, l))| (*id, *f, *l)))
-        {
-            kept.remove(&out);
-        }
-    }
-    kept.into_keys().collect()
+    kept: KeepSet<TrialArtifacts>,
 }
 
 impl KeptTrials {
     /// Considers a completed trial; the worst candidate beyond the keep limits is dropped.
     pub fn offer(&mut self, id: TrialId, family: &str, loss: f64, artifacts: TrialArtifacts) {
-        self.kept.insert(id, Kept { loss, family: family.to_string(), artifacts });
-        if self.kept.len() > KEEP_TOP
-            && let Some(out) = eviction(self.kept.iter().map(|(id, k)| (*id, k.family.as_str(), k.loss)))
-        {
-            self.kept.remove(&out);
-        }
+        self.kept.offer(id, family, loss, artifacts);
     }
 
     /// Takes a trial's artifacts as they are, without the keep rule (a remote finalize receives
     /// exactly the kept set).
     pub fn insert(&mut self, id: TrialId, family: &str, loss: f64, artifacts: TrialArtifacts) {
-        self.kept.insert(id, Kept { loss, family: family.to_string(), artifacts });
+        self.kept.insert(id, family, loss, artifacts);
     }
 
     pub fn ids(&self) -> Vec<TrialId> {
-        self.kept.keys().copied().collect()
+        self.kept.ids()
     }
 
     pub fn artifacts(&self, id: TrialId) -> Option<&TrialArtifacts> {
-        self.kept.get(&id).map(|k| &k.artifacts)
+        self.kept.get(id)
     }
 }
 
@@ -217,7 +173,7 @@ pub fn final_members(
     let n_folds = runner.data().plan.folds.len();
     let by_id: BTreeMap<TrialId, &FinishedTrial> = board.iter().map(|e| (e.id, e)).collect();
     let candidates: Vec<(TrialId, &Predictions)> =
-        kept.kept.iter().filter_map(|(id, k)| k.artifacts.oof.as_ref().map(|p| (*id, p))).collect();
+        kept.kept.iter().filter_map(|(id, a)| a.oof.as_ref().map(|p| (id, p))).collect();
     let ensemble = select_ensemble(&candidates, runner.validated_target(), metric);
     if let (Some(e), Some(best_score)) = (ensemble, best.validation_score)
         && e.members.len() > 1
@@ -225,9 +181,7 @@ pub fn final_members(
     {
         let mut members = Vec::new();
         for m in &e.members {
-            let (Some(entry), Some(Kept { artifacts, .. })) =
-                (by_id.get(&m.trial), kept.kept.remove(&m.trial))
-            else {
+            let (Some(entry), Some(artifacts)) = (by_id.get(&m.trial), kept.kept.remove(m.trial)) else {
                 return Err(WorkerError::Final(format!("ensemble member trial {} lost its models", m.trial)));
             };
             members.extend(bag(entry, artifacts, m.weight)?);
@@ -256,8 +210,8 @@ pub fn final_members(
             tracing::warn!("refit hit the deadline; using the holdout model");
         }
     }
-    match kept.kept.remove(&best.id) {
-        Some(Kept { artifacts, .. }) if !artifacts.fold_models.is_empty() => {
+    match kept.kept.remove(best.id) {
+        Some(artifacts) if !artifacts.fold_models.is_empty() => {
             let n_models = artifacts.fold_models.len();
             Ok((FinalModel::FoldBag { trial: best.id, n_models }, bag(best, artifacts, 1.0)?))
         }
@@ -327,49 +281,4 @@ pub fn run_record(f: &RunFacts<'_>) -> serde_json::Value {
         "final_model": f.final_model,
         "elapsed_seconds": f.elapsed_seconds,
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn trials(entries: &[(u64, &str, f64)]) -> Vec<(TrialId, String, f64)> {
-        entries.iter().map(|&(id, f, l)| (TrialId(id), f.to_string(), l)).collect()
-    }
-
-    #[test]
-    fn eviction_spares_each_familys_best() {
-        // Four boosters and one (much worse) linear model: the fourth booster goes, not the
-        // linear model, which is its family's only candidate.
-        let k = trials(&[
-            (1, "gbdt", 0.1),
-            (2, "gbdt", 0.2),
-            (3, "gbdt", 0.3),
-            (4, "gbdt", 0.4),
-            (5, "linear", 0.9),
-        ]);
-        assert_eq!(eviction(k.iter().map(|(i, f, l)| (*i, f.as_str(), *l))), Some(TrialId(4)));
-        // When every candidate is among its family's best, the worst overall goes.
-        let k = trials(&[(1, "gbdt", 0.1), (2, "linear", 0.9), (3, "knn", 0.5)]);
-        assert_eq!(eviction(k.iter().map(|(i, f, l)| (*i, f.as_str(), *l))), Some(TrialId(2)));
-    }
-
-    #[test]
-    fn keep_set_matches_offering_in_order() {
-        // 30 boosters and 2 linear models: the 20 best survive, plus the linear ones.
-        let mut all: Vec<(TrialId, String, f64)> =
-            (1..=30).map(|i| (TrialId(i), "gbdt".to_string(), (31 - i) as f64)).collect();
-        all.push((TrialId(31), "linear".into(), 100.0));
-        all.push((TrialId(32), "linear".into(), 90.0));
-        let ids = keep_set(&all);
-        let mut kept = KeptTrials::default();
-        for (id, f, l) in &all {
-            kept.offer(*id, f, *l, TrialArtifacts::default());
-        }
-        assert_eq!(ids, kept.ids());
-        assert_eq!(ids.len(), KEEP_TOP);
-        assert!(ids.contains(&TrialId(31)) && ids.contains(&TrialId(32)));
-        assert!(ids.contains(&TrialId(30)) && !ids.contains(&TrialId(1)));
-    }
 }

@@ -9,9 +9,10 @@ pub mod client;
 mod error;
 pub mod finalize;
 pub mod prepare;
+pub mod run_files;
 mod runner;
 
 pub use error::WorkerError;
-pub use finalize::{FinalModel, FinishedTrial, KeptTrials, final_members, keep_set};
+pub use finalize::{FinalModel, FinishedTrial, KeptTrials, final_members};
 pub use prepare::{PrepareOptions, Prepared, prepare};
 pub use runner::{FoldModels, TrialArtifacts, TrialData, TrialRunner};
