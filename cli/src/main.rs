@@ -12,8 +12,10 @@ mod output;
 mod predict;
 mod prepare;
 mod profile;
+mod registry_cmd;
 mod remote_args;
 mod serve;
+mod serving_cmd;
 mod train;
 mod worker_cmd;
 
@@ -47,6 +49,10 @@ fn main() -> ExitCode {
         Command::Status(a) => client::status(a),
         Command::Leaderboard(a) => client::leaderboard(a),
         Command::Download(a) => client::download(a),
+        Command::ServeModel(a) => serving_cmd::serve_model(a),
+        Command::Drift(a) => serving_cmd::drift(a),
+        Command::Data(a) => registry_cmd::data(a),
+        Command::Models(a) => registry_cmd::models(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
