@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{self, TryRecvError};
 use std::time::{Duration, Instant};
 
 use quarry_featurize::{Predictions, RawColumn, RawValues, StrColumn, Table};
@@ -107,10 +107,7 @@ fn score_loop(pipeline: &Pipeline, rx: &mpsc::Receiver<Job>, arriving: &AtomicUs
                     if arriving.load(Ordering::SeqCst) == 0 || now >= deadline {
                         None
                     } else {
-                        match rx.recv_timeout(deadline - now) {
-                            Ok(job) => Some(job),
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                        }
+                        rx.recv_timeout(deadline - now).ok()
                     }
                 }
             };

@@ -551,6 +551,6 @@ mod tests {
         assert_eq!(reg.dataset("toy").unwrap().version, 2);
         assert_eq!(reg.dataset("toy:1").unwrap().sha256, r1.sha256);
         assert!(matches!(reg.dataset("toy:9"), Err(ServingError::UnknownVersion { .. })));
-        assert_eq!(reg.blob_path(&r1.sha256).exists(), true);
+        assert!(reg.blob_path(&r1.sha256).exists());
     }
 }
