@@ -17,4 +17,6 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
 fi
 # The ONNX parity test scores with onnxruntime in this venv (created once, then reused).
 scripts/onnx_venv.sh >/dev/null
+# The serving e2e test runs the real Triton/KServe client (tritonclient[http]) in this venv.
+scripts/serving_venv.sh >/dev/null
 cargo test --workspace --locked

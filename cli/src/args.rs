@@ -40,6 +40,14 @@ pub enum Command {
     Leaderboard(crate::remote_args::JobArgs),
     /// Download a completed job's run folder.
     Download(crate::remote_args::DownloadArgs),
+    /// Serve a run folder (or every registered model) over the Open Inference Protocol v2 (HTTP).
+    ServeModel(crate::serving_cmd::ServeModelArgs),
+    /// Per-column drift (PSI, Kolmogorov–Smirnov, chi-square) between a reference and current data.
+    Drift(crate::serving_cmd::DriftArgs),
+    /// The dataset registry: register, list, show.
+    Data(crate::registry_cmd::DataArgs),
+    /// The model registry: register, list, show, download, alias.
+    Models(crate::registry_cmd::ModelsArgs),
 }
 
 #[derive(Args)]

@@ -12,9 +12,11 @@ mod output;
 mod predict;
 mod prepare;
 mod profile;
+mod registry_cmd;
 mod remote_args;
 mod report;
 mod serve;
+mod serving_cmd;
 mod train;
 mod worker_cmd;
 
@@ -48,6 +50,10 @@ fn main() -> ExitCode {
         Command::Status(a) => client::status(a),
         Command::Leaderboard(a) => client::leaderboard(a),
         Command::Download(a) => client::download(a),
+        Command::ServeModel(a) => serving_cmd::serve_model(a),
+        Command::Drift(a) => serving_cmd::drift(a),
+        Command::Data(a) => registry_cmd::data(a),
+        Command::Models(a) => registry_cmd::models(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,3 +9,4 @@ mod fit_predict;
 mod forecast;
 mod high_cardinality;
 mod onnx_parity;
+mod serving;
