@@ -876,6 +876,7 @@ pub fn predict(args: &PredictArgs, path: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -17,8 +17,11 @@ use crate::args::ServeArgs;
 
 /// Everything served on `--http`. Routers merged here (`.merge(...)`) sit behind the same
 /// token check and upload limit, which wrap the whole.
-fn http_router(server: &Server, args: &ServeArgs) -> axum::Router {
-    let routes = http::router(server.clone());
+fn http_router(server: &Server, args: &ServeArgs, store: &std::path::Path) -> axum::Router {
+    // The dashboard and API, plus every model registered under the same store served over the
+    // Open Inference Protocol v2 (`/v2/...`); one token and upload limit guard both.
+    let routes = http::router(server.clone())
+        .merge(quarry_serving::registry_router(store, quarry_serving::BatchConfig::default()));
     let config = HttpConfig { token: args.token.clone(), max_upload: args.max_upload };
     http::protect(routes, &config)
 }
@@ -51,7 +54,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     .with_context(|| format!("binding --http {http_addr}"))?;
                 let addr = listener.local_addr().context("reading the bound address")?;
                 println!("listening http={addr}");
-                let router = http_router(&server, &args);
+                let router = http_router(&server, &args, &store);
                 let mut stop = stop_rx.clone();
                 Some(tokio::spawn(async move {
                     http::serve(listener, router, async move {
