@@ -76,6 +76,11 @@ pub fn serve_model(args: ServeModelArgs) -> Result<()> {
         println!("listening http={}", listener.local_addr()?);
         use std::io::Write;
         std::io::stdout().flush()?;
+        use axum::serve::ListenerExt;
+        // Single-row answers are small writes; Nagle's algorithm would hold them for an ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;

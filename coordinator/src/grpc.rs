@@ -880,11 +880,14 @@ pub async fn serve(
             .max_encoding_message_size(max),
         move |r| a2.check(r),
     );
+    // The builder's `tcp_nodelay` only reaches sockets tonic accepts itself; accepted from our own
+    // listener they kept Nagle on, and every small reply waited for the client's delayed ACK
+    // (~40 ms per round trip).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(quarry)
         .add_service(worker)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }
