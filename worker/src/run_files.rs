@@ -98,6 +98,32 @@ fn time_left(deadline: Option<Instant>) -> Duration {
     deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()))
 }
 
+/// Seconds one explained row is expected to take; 0 without a deadline (not needed then).
+/// Tree and linear SHAP are cheap; KernelSHAP evaluates the model on every sampled coalition
+/// times every background row, so one timed evaluation of the background scales to a row.
+fn estimated_seconds_per_row(
+    pipeline: &Pipeline,
+    background: &FeatureMatrix,
+    opts: &ExplainOptions,
+    deadline: Option<Instant>,
+) -> Result<f64, WorkerError> {
+    use quarry_learners::FittedModel;
+    if deadline.is_none() {
+        return Ok(0.0);
+    }
+    let kernel =
+        pipeline.members.iter().any(|m| matches!(m.model, FittedModel::Knn(_) | FittedModel::NaiveBayes(_)));
+    if !kernel {
+        return Ok(0.0);
+    }
+    let rows = background.n_rows.min(opts.kernel_background).max(1);
+    let probe = background.select_rows(&(0..rows.min(background.n_rows)).collect::<Vec<_>>());
+    let start = Instant::now();
+    pipeline.predict_features(&probe)?;
+    let per_eval = start.elapsed().as_secs_f64() * opts.kernel_background as f64 / rows as f64;
+    Ok(per_eval * opts.kernel_coalitions as f64)
+}
+
 fn global_summary(
     pipeline: &Pipeline,
     background: &FeatureMatrix,
@@ -116,11 +142,25 @@ fn global_summary(
     let xs = rows.x.select_rows(&picked);
     let ys = rows.y.select_rows(&picked);
     let opts = ExplainOptions { seed, ..ExplainOptions::default() };
-    // Chunks until the rows run out or the deadline comes; the first chunk always runs.
+    // Chunks until the rows run out or the deadline comes. A chunk starts only when its
+    // estimated cost fits in the time left: KernelSHAP members (kNN, naive Bayes) cost a
+    // model evaluation per coalition and background row, which on wide data is seconds per
+    // row, and a fixed first chunk once overran a 60 s budget by 15 minutes.
+    let per_row = estimated_seconds_per_row(pipeline, background, &opts, deadline)?;
     let mut explained: Option<Explanation> = None;
     let mut done = 0;
+    let mut chunk_rows = 1;
     while done < xs.n_rows {
-        let end = (done + CHUNK_ROWS).min(xs.n_rows);
+        if deadline.is_some() {
+            let affordable = (time_left(deadline).as_secs_f64() * 0.8 / per_row.max(1e-9)).floor();
+            chunk_rows = chunk_rows.min(affordable as usize);
+            if chunk_rows == 0 {
+                break;
+            }
+        } else {
+            chunk_rows = CHUNK_ROWS;
+        }
+        let end = (done + chunk_rows).min(xs.n_rows);
         let chunk = xs.select_rows(&(done..end).collect::<Vec<_>>());
         let e = explain(pipeline, &chunk, background, &opts)?;
         match &mut explained {
@@ -128,12 +168,15 @@ fn global_summary(
             None => explained = Some(e),
         }
         done = end;
+        // Start with one row, then grow: the estimate is only an estimate.
+        chunk_rows = (chunk_rows * 2).min(CHUNK_ROWS);
         if time_left(deadline) < Duration::from_millis(100) {
             break;
         }
     }
     let Some(e) = explained else {
-        return Ok(json!({ "skipped": "no rows to explain", "output_space": space.name() }));
+        let reason = if xs.n_rows == 0 { "no rows to explain" } else { "no time left in the budget" };
+        return Ok(json!({ "skipped": reason, "output_space": space.name() }));
     };
     let mean_abs = e.mean_abs();
     let permutation = if time_left(deadline) > Duration::from_millis(200) {
