@@ -1,9 +1,10 @@
 //! Helpers for the end-to-end tests: find (and if needed build) the real `quarry` binary,
 //! run it, and read what it wrote.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The workspace root (where `examples/` lives).
 pub fn repo_root() -> PathBuf {
@@ -72,4 +73,29 @@ pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let header = lines.next().unwrap_or_default().split(',').map(str::to_string).collect();
     let rows = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
     (header, rows)
+}
+
+/// `quarry predict --model MODEL --data DATA --out OUT`, failing the test unless it exits 0;
+/// returns the CSV it wrote.
+pub fn predict_csv(model: &Path, data: &Path, out: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let arg = |p: &Path| p.to_str().unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display())).to_string();
+    quarry_ok(&["predict", "--model", &arg(model), "--data", &arg(data), "--out", &arg(out)]);
+    read_csv(out)
+}
+
+/// The python of the venv a `scripts/*_venv.sh` script creates (once per test process and
+/// script): the script prints it.
+pub fn venv_python(script: &str) -> PathBuf {
+    static CACHE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(script.to_string())
+        .or_insert_with(|| {
+            let out = Command::new(repo_root().join("scripts").join(script))
+                .output()
+                .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
+            assert!(out.status.success(), "scripts/{script}: {}", String::from_utf8_lossy(&out.stderr));
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use quarry_tests::{example, quarry, quarry_ok, read_csv, read_json};
+use quarry_tests::{example, predict_csv, quarry, quarry_ok, read_csv, read_json};
 
 fn explain(model: &Path, data: &Path, out: &Path, class: Option<&str>) -> (Vec<String>, Vec<Vec<f64>>) {
     let mut args = vec![
@@ -26,16 +26,7 @@ fn explain(model: &Path, data: &Path, out: &Path, class: Option<&str>) -> (Vec<S
 
 /// `quarry predict`'s column `name` as numbers.
 fn predicted(model: &Path, data: &Path, out: &Path, name: &str) -> Vec<f64> {
-    quarry_ok(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let (header, rows) = read_csv(out);
+    let (header, rows) = predict_csv(model, data, out);
     let j = header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name} in {header:?}"));
     rows.iter().map(|r| r[j].parse().unwrap()).collect()
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use quarry_tests::{example, quarry, quarry_ok, read_csv, read_json};
+use quarry_tests::{example, predict_csv, quarry, quarry_ok, read_json};
 use sha2::{Digest, Sha256};
 
 fn fit(data: &Path, target: &str, out: &Path, extra: &[&str]) {
@@ -10,19 +10,6 @@ fn fit(data: &Path, target: &str, out: &Path, extra: &[&str]) {
         vec!["fit", "--data", data.to_str().unwrap(), "--target", target, "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     quarry_ok(&args);
-}
-
-/// `quarry predict`, failing the test unless it exits 0.
-fn predict(model: &Path, data: &Path, out: &Path) {
-    quarry_ok(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
 }
 
 fn evaluate(model: &Path, data: &Path) -> serde_json::Value {
@@ -73,8 +60,7 @@ fn penguins_classification_end_to_end() {
 
     // Predict: one row per input row, a probability column per class summing to 1.
     let preds = dir.path().join("preds.csv");
-    predict(&run, &test, &preds);
-    let (header, rows) = read_csv(&preds);
+    let (header, rows) = predict_csv(&run, &test, &preds);
     assert_eq!(header, ["prediction", "proba_Adelie", "proba_Chinstrap", "proba_Gentoo"]);
     assert_eq!(rows.len(), 69);
     for r in &rows {
@@ -98,8 +84,7 @@ fn cars_regression_end_to_end() {
 
     let preds = dir.path().join("p.csv");
     let test = example("cars/test.csv");
-    predict(&run, &test, &preds);
-    let (header, rows) = read_csv(&preds);
+    let (header, rows) = predict_csv(&run, &test, &preds);
     assert_eq!(header, ["prediction"]);
     assert_eq!(rows.len(), 80);
 }
@@ -145,8 +130,7 @@ fn predict_tolerates_reordered_columns_unseen_levels_and_gaps() {
     )
     .unwrap();
     let preds = dir.path().join("p.csv");
-    predict(&run, &odd, &preds);
-    let (_, rows) = read_csv(&preds);
+    let (_, rows) = predict_csv(&run, &odd, &preds);
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0][0], "Adelie", "small-billed, deep-billed bird");
     assert_eq!(rows[2][0], "Gentoo", "heavy, long-flippered bird");

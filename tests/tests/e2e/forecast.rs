@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use quarry_tests::{example, quarry, quarry_ok, read_csv, read_json, repo_root};
+use quarry_tests::{example, predict_csv, quarry, quarry_ok, read_csv, read_json, venv_python};
 
 /// `model.onnx` (the one-step global model) gives, in onnxruntime, quarry's own one-step
 /// forecasts for the feature rows in `onnx_check.json`; run.json names what was not exported.
@@ -22,9 +22,7 @@ fn onnx_matches_quarry(run: &Path, record: &serde_json::Value) {
         assert!(onnx["not_exported"].as_array().unwrap().iter().any(|n| n == m), "{m} not listed: {onnx}");
         assert!(onnx["reason"].as_str().unwrap().contains("local models"));
     }
-    let venv = Command::new(repo_root().join("scripts/onnx_venv.sh")).output().unwrap();
-    assert!(venv.status.success(), "onnx_venv.sh: {}", String::from_utf8_lossy(&venv.stderr));
-    let python = String::from_utf8_lossy(&venv.stdout).trim().to_string();
+    let python = venv_python("onnx_venv.sh");
     let script = r#"
 import json, sys, numpy as np, onnxruntime as ort
 run = sys.argv[1]
@@ -151,15 +149,7 @@ fn multi_series_row_order_changes_nothing() {
         let run = dir.path().join(name);
         fit_forecast(data, &run, &args);
         let out = dir.path().join(format!("{name}.csv"));
-        quarry_ok(&[
-            "predict",
-            "--model",
-            run.to_str().unwrap(),
-            "--data",
-            test.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        predict_csv(&run, &test, &out);
         outputs.push(std::fs::read_to_string(&out).unwrap());
         let guard = read_json(&run.join("guardrails.json"));
         assert_eq!(guard["n_series"], 3);
@@ -282,16 +272,7 @@ fn known_covariate_lowers_validation_error_and_drives_forecasts() {
 
     // Forecasts follow the future promo flags; the short series is forecast too.
     let out = dir.path().join("f.csv");
-    quarry_ok(&[
-        "predict",
-        "--model",
-        with.to_str().unwrap(),
-        "--data",
-        future_p.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let (header, rows) = read_csv(&out);
+    let (header, rows) = predict_csv(&with, &future_p, &out);
     let (_, truth) = read_csv(&future_p);
     let p = column(&header, "prediction");
     assert_eq!(rows.len(), truth.len());

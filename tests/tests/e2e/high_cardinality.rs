@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use quarry_tests::{quarry, quarry_ok, read_csv, read_json};
+use quarry_tests::{predict_csv, quarry, quarry_ok, read_json};
 
 /// 2,000 rows: `shop` has 667 levels seen ~3 times each, `x` is noise, `y` is a seeded coin
 /// flip, and `note` is a column the config drops. Nothing predicts `y`.
@@ -76,16 +76,7 @@ fn noise_high_cardinality_column_scores_near_chance_and_predicts_unseen_levels()
     let rows = dir.path().join("new.csv");
     std::fs::write(&rows, "x,shop\n5,shop_3\n7,never_seen\n,\n12,shop_666\n").unwrap();
     let preds = dir.path().join("preds.csv");
-    quarry_ok(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--data",
-        rows.to_str().unwrap(),
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
-    let (header, out) = read_csv(&preds);
+    let (header, out) = predict_csv(&run, &rows, &preds);
     assert_eq!(header, ["prediction", "proba_no", "proba_yes"]);
     assert_eq!(out.len(), 4);
     for r in &out {

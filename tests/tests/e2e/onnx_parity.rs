@@ -8,35 +8,17 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use quarry_tests::{example, quarry_ok, read_json, repo_root};
-
-fn python() -> &'static Path {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/onnx_venv.sh")).output().unwrap();
-        assert!(out.status.success(), "onnx_venv.sh: {}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-}
+use quarry_tests::{example, predict_csv, quarry_ok, read_json, repo_root, venv_python};
 
 /// Predicts each `(run, test)` with quarry, then checks all of them with onnxruntime in one
 /// process; returns the parity script's JSON line per run, in order.
 fn parity(runs: &[(PathBuf, PathBuf)]) -> Vec<serde_json::Value> {
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(venv_python("onnx_venv.sh"));
     cmd.arg(repo_root().join("scripts/onnx_parity.py"));
     for (run, test) in runs {
         let preds = run.join("quarry_preds.csv");
-        quarry_ok(&[
-            "predict",
-            "--model",
-            run.to_str().unwrap(),
-            "--data",
-            test.to_str().unwrap(),
-            "--out",
-            preds.to_str().unwrap(),
-        ]);
+        predict_csv(run, test, &preds);
         cmd.args([run.join("model.onnx"), test.clone(), preds]);
     }
     let out = cmd.output().unwrap();

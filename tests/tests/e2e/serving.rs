@@ -4,22 +4,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use quarry_tests::{example, quarry, quarry_bin, quarry_ok, read_csv, read_json, repo_root};
+use quarry_tests::{
+    example, predict_csv, quarry, quarry_bin, quarry_ok, read_csv, read_json, repo_root, venv_python,
+};
 use serde_json::{Value, json};
-
-fn python() -> &'static Path {
-    static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/serving_venv.sh")).output().unwrap();
-        assert!(out.status.success(), "serving_venv.sh: {}", String::from_utf8_lossy(&out.stderr));
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-}
 
 /// `quarry serve-model`, killed when dropped.
 struct Server {
@@ -90,21 +83,8 @@ fn train(data: &Path, target: &str, out: &Path) {
     ]);
 }
 
-fn predict(model: &Path, data: &Path, out: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    quarry_ok(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    read_csv(out)
-}
-
 fn triton(addr: &str, model: &str, data: &Path, out: &Path) -> Value {
-    let o = Command::new(python())
+    let o = Command::new(venv_python("serving_venv.sh"))
         .arg(repo_root().join("scripts/triton_client.py"))
         .args([addr, model, data.to_str().unwrap(), out.to_str().unwrap()])
         .output()
@@ -119,7 +99,7 @@ fn tritonclient_classification_matches_quarry_predict_and_errors_are_protocol_js
     let run = tmp.path().join("penguins");
     train(&example("penguins/train.csv"), "species", &run);
     let test = example("penguins/test.csv");
-    let (header, rows) = predict(&run, &test, &tmp.path().join("p.csv"));
+    let (header, rows) = predict_csv(&run, &test, &tmp.path().join("p.csv"));
     let server = serve_model(&["--model", run.to_str().unwrap(), "--name", "penguins"]);
     let got = triton(&server.addr, "penguins", &test, &tmp.path().join("t.json"));
 
@@ -190,7 +170,7 @@ fn tritonclient_regression_matches_quarry_predict() {
     let run = tmp.path().join("cars");
     train(&example("cars/train.csv"), "Miles_per_Gallon", &run);
     let test = example("cars/test.csv");
-    let (_, rows) = predict(&run, &test, &tmp.path().join("p.csv"));
+    let (_, rows) = predict_csv(&run, &test, &tmp.path().join("p.csv"));
     let server = serve_model(&["--model", run.to_str().unwrap(), "--name", "cars"]);
     let got = triton(&server.addr, "cars", &test, &tmp.path().join("t.json"));
     let values = got["outputs"]["prediction"].as_array().unwrap();
@@ -243,7 +223,7 @@ fn registry_versions_aliases_and_serving() {
 
     // Every registered model over the protocol; versions are registry versions or aliases.
     let test = example("penguins/test.csv");
-    let (_, rows) = predict(&run, &test, &tmp.path().join("p.csv"));
+    let (_, rows) = predict_csv(&run, &test, &tmp.path().join("p.csv"));
     let server = serve_model(&["--registry", s]);
     let first = std::fs::read_to_string(&test).unwrap();
     let mut lines = first.lines();
