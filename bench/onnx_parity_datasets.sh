@@ -2,6 +2,7 @@
 # ONNX parity on every classification/regression dataset of a manifest: each family trained
 # with default parameters, and a `quarry fit` ensemble winner; one JSON line per model.
 #   bench/onnx_parity_datasets.sh /work/shared/datasets OUT_DIR [QUARRY_BIN]
+# MODELS="gbdt fit" (default: every family, then fit) narrows what runs; DATASETS="a b" which datasets.
 set -uo pipefail
 ROOT="$1"; OUT="$2"; Q="${3:-quarry}"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,7 +17,9 @@ PYEOF
     train="$ROOT/$name/train.csv"; test="$ROOT/$name/test.csv"
     fams="gbdt random_forest extra_trees linear knn"
     [ "$task" != regression ] && fams="$fams naive_bayes"
-    for fam in $fams fit; do
+    [ -n "${DATASETS:-}" ] && [[ " $DATASETS " != *" $name "* ]] && continue
+    for fam in ${MODELS:-$fams fit}; do
+        [ "$fam" = naive_bayes ] && [ "$task" = regression ] && continue
         run="$OUT/$name-$fam"
         if [ "$fam" = fit ]; then
             # A loaded machine may finish no trial in 60 s: then a fixed number of trials.
