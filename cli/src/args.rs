@@ -189,9 +189,12 @@ impl From<SchedulerArg> for quarry_coordinator::SchedulerKind {
 
 #[derive(Args)]
 pub struct FitArgs {
-    /// Training data (.csv or .parquet).
+    /// Training data (.csv or .parquet), or a registered dataset NAME:VERSION (see --store).
     #[arg(long)]
     pub data: PathBuf,
+    /// The registry store where --data NAME:VERSION is looked up (`quarry data register`).
+    #[arg(long, default_value = "quarry-store")]
+    pub store: PathBuf,
     /// The column to predict.
     #[arg(long)]
     pub target: String,

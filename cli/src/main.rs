@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Fit(a) => fit::run(a),
+        Command::Fit(mut a) => registry_cmd::resolve_data(&mut a.data, &a.store).and_then(|()| fit::run(a)),
         Command::Predict(a) => predict::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Profile(a) => profile::run(a),
@@ -45,7 +45,9 @@ fn main() -> ExitCode {
         Command::Export(a) => export::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Worker(a) => worker_cmd::run(a),
-        Command::Submit(a) => client::submit(a),
+        Command::Submit(mut a) => {
+            registry_cmd::resolve_data(&mut a.fit.data, &a.fit.store).and_then(|()| client::submit(a))
+        }
         Command::Jobs(a) => client::jobs(a),
         Command::Status(a) => client::status(a),
         Command::Leaderboard(a) => client::leaderboard(a),

@@ -1,7 +1,7 @@
 //! `quarry data …` and `quarry models …`: the file-based dataset and model registry.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -163,5 +163,32 @@ pub fn models(args: ModelsArgs) -> Result<()> {
             println!("{}:{alias} -> {}:{}", r.name, r.name, r.version);
         }
     }
+    Ok(())
+}
+
+/// `--data NAME:VERSION` (or NAME, the latest version) → the registered file, when no file of
+/// that name exists. The run then records the registered content's hash, which is how model
+/// lineage finds the dataset version.
+pub fn resolve_data(data: &mut PathBuf, store: &Path) -> Result<()> {
+    if data.exists() {
+        return Ok(());
+    }
+    let Some(reference) = data.to_str().filter(|r| parse_ref(r).is_ok()).map(str::to_string) else {
+        return Ok(());
+    };
+    let registry = Registry::open(store);
+    let record = match registry.dataset(&reference) {
+        Ok(r) => r,
+        // Not a registered name either: let the loader report the missing file.
+        Err(_) if !reference.contains(':') => return Ok(()),
+        Err(e) => {
+            bail!(
+                "--data {reference}: no such file, and not a registered dataset in {}: {e}",
+                store.display()
+            )
+        }
+    };
+    *data = registry.dataset_file(&record)?;
+    tracing::info!(dataset = reference, file = %data.display(), "using a registered dataset");
     Ok(())
 }

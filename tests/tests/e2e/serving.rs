@@ -190,9 +190,9 @@ fn registry_versions_aliases_and_serving() {
     let t = train_csv.to_str().unwrap();
     assert_eq!(quarry_ok(&["data", "register", t, "--name", "penguins", "--store", s]).trim(), "penguins:1");
     assert_eq!(quarry_ok(&["data", "register", t, "--name", "penguins", "--store", s]).trim(), "penguins:1");
-    let shown: Value =
+    let shown_data: Value =
         serde_json::from_str(&quarry_ok(&["data", "show", "penguins:1", "--store", s])).unwrap();
-    assert_eq!(shown["n_rows"].as_u64(), Some(275));
+    assert_eq!(shown_data["n_rows"].as_u64(), Some(275));
     for bad in ["../x", "a/b", ".."] {
         let out = quarry(&["data", "register", t, "--name", bad, "--store", s]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
@@ -256,6 +256,36 @@ fn registry_versions_aliases_and_serving() {
     assert!(v["error"].is_string());
     let (code, v) = http(&server.addr, "GET", "/v2/models/peng/drift", None);
     assert_eq!(code, 200, "{v}");
+
+    // A job reads a registered dataset by NAME:VERSION; its model's lineage names that version.
+    let fitted = tmp.path().join("fitted");
+    let f = fitted.to_str().unwrap();
+    quarry_ok(&[
+        "fit",
+        "--data",
+        "penguins:1",
+        "--store",
+        s,
+        "--target",
+        "species",
+        "--max-trials",
+        "2",
+        "--out",
+        f,
+    ]);
+    let record = read_json(&fitted.join("run.json"));
+    assert_eq!(record["dataset"]["content_hash"], shown_data["sha256"], "{record}");
+    assert_eq!(quarry_ok(&["models", "register", f, "--name", "peng", "--store", s]).trim(), "peng:2");
+    let shown: Value = serde_json::from_str(&quarry_ok(&["models", "show", "peng:2", "--store", s])).unwrap();
+    assert_eq!(shown["lineage"]["dataset"], "penguins:1");
+    let out =
+        quarry(&["fit", "--data", "penguins:7", "--store", s, "--target", "species", "--max-trials", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("penguins:7"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A copy of `src` with `column` shifted by `by`.
