@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Load test of `quarry serve-model` on loopback (release build): wrk closed-loop throughput and
-# latency for 1-row and 100-row requests, then a fixed 500 req/s open-loop run (fixed_rate.py).
-# usage: bench/serving/run.sh [QUARRY_BIN]   (needs wrk: apt-get install wrk)
+# latency for 1-row and 100-row requests, then fixed 500 req/s open-loop runs with oha
+# (`--latency-correction`: latency counted from each request's scheduled send time).
+# usage: bench/serving/run.sh [QUARRY_BIN]   (installs wrk and oha when missing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN="${1:-${CARGO_TARGET_DIR:-$HOME/.cache/quarry/target}/release/quarry}"
 TMP="$(mktemp -d)"
+command -v wrk >/dev/null || apt-get install -y -q wrk
+OHA="$HOME/.cache/quarry/tools/bin/oha"
+[ -x "$OHA" ] || cargo install oha --version 1.16.0 --locked --root "$HOME/.cache/quarry/tools"
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$TMP"' EXIT
 "$BIN" train --data examples/data/penguins/train.csv --target species --family gbdt \
     --param n_estimators=100 --out "$TMP/run" >/dev/null 2>&1
@@ -23,6 +27,16 @@ for n in 1 100; do
         "http://$ADDR/v2/models/penguins/infer" | grep -E "Requests/sec|50%|90%|99%|Latency |Non-2xx"
 done
 for n in 1 100; do
-    echo "== fixed 500 req/s, $n-row requests, 10 s (open loop)"
-    python3 bench/serving/fixed_rate.py 127.0.0.1 "$PORT" /v2/models/penguins/infer "$TMP/body$n.json" 500 10
+    echo "== oha: fixed 500 req/s, $n-row requests, 16 connections, 20 s (open loop, latency-corrected)"
+    "$OHA" --no-tui -q 500 -z 20s -c 16 --latency-correction -m POST -T application/json \
+        -D "$TMP/body$n.json" --output-format json "http://$ADDR/v2/models/penguins/infer" >"$TMP/oha$n.json"
+    python3 - "$TMP/oha$n.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, p = r["summary"], r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+ms = lambda v: f"{v * 1000:.2f} ms"
+print(f"achieved {s['requestsPerSec']:.1f} req/s, success rate {s['successRate']:.4f}, status {codes}")
+print("p50 " + ms(p["p50"]) + ", p90 " + ms(p["p90"]) + ", p99 " + ms(p["p99"]) + ", p99.9 " + ms(p["p99.9"]) + ", max " + ms(s["slowest"]))
+PY
 done
