@@ -28,6 +28,8 @@ const MAX_GLOBAL_ROWS: usize = 1_000;
 const CHUNK_ROWS: usize = 50;
 /// Shuffles per column for permutation importance.
 const PERMUTATION_REPEATS: usize = 2;
+/// Permutation importance on fewer rows than this (when more were explained) is left out.
+const MIN_PERMUTATION_ROWS: usize = 50;
 
 /// Writes `model.onnx` into a run folder; returns what `run.json` records about it. A pipeline
 /// that cannot be exported yet gets no file (never a wrong one); the reason is in the record.
@@ -124,6 +126,31 @@ fn estimated_seconds_per_row(
     Ok(per_eval * opts.kernel_coalitions as f64)
 }
 
+/// How many of the first `rows` rows permutation importance can use before the deadline (0:
+/// skip it). It scores the rows once per column and repeat, so one timed scoring of them
+/// prices the whole.
+fn permutation_rows(
+    pipeline: &Pipeline,
+    xs: &FeatureMatrix,
+    rows: usize,
+    deadline: Option<Instant>,
+) -> Result<usize, WorkerError> {
+    if deadline.is_none() || rows == 0 {
+        return Ok(rows);
+    }
+    if time_left(deadline) < Duration::from_millis(200) {
+        return Ok(0);
+    }
+    let start = Instant::now();
+    pipeline.predict_features(&xs.select_rows(&(0..rows).collect::<Vec<_>>()))?;
+    let one_pass = start.elapsed().as_secs_f64();
+    let passes = (pipeline.featurizer.used_columns().count() * PERMUTATION_REPEATS + 1) as f64;
+    let affordable = time_left(deadline).as_secs_f64() * 0.8 / (one_pass * passes).max(1e-9);
+    let n = ((rows as f64) * affordable.min(1.0)).floor() as usize;
+    // Too few rows make the importances noise.
+    Ok(if n < rows.min(MIN_PERMUTATION_ROWS) { 0 } else { n })
+}
+
 fn global_summary(
     pipeline: &Pipeline,
     background: &FeatureMatrix,
@@ -146,7 +173,7 @@ fn global_summary(
     // estimated cost fits in the time left: KernelSHAP members (kNN, naive Bayes) cost a
     // model evaluation per coalition and background row, which on wide data is seconds per
     // row, and a fixed first chunk once overran a 60 s budget by 15 minutes.
-    let per_row = estimated_seconds_per_row(pipeline, background, &opts, deadline)?;
+    let mut per_row = estimated_seconds_per_row(pipeline, background, &opts, deadline)?;
     let mut explained: Option<Explanation> = None;
     let mut done = 0;
     let mut chunk_rows = 1;
@@ -162,7 +189,11 @@ fn global_summary(
         }
         let end = (done + chunk_rows).min(xs.n_rows);
         let chunk = xs.select_rows(&(done..end).collect::<Vec<_>>());
+        let chunk_start = Instant::now();
         let e = explain(pipeline, &chunk, background, &opts)?;
+        // What rows really cost (a bag of many tree models is not free either) bounds the next
+        // chunk, beside the up-front estimate.
+        per_row = per_row.max(chunk_start.elapsed().as_secs_f64() / (end - done) as f64);
         match &mut explained {
             Some(acc) => acc.append(e),
             None => explained = Some(e),
@@ -179,12 +210,13 @@ fn global_summary(
         return Ok(json!({ "skipped": reason, "output_space": space.name() }));
     };
     let mean_abs = e.mean_abs();
-    let permutation = if time_left(deadline) > Duration::from_millis(200) {
-        let xp = xs.select_rows(&(0..done).collect::<Vec<_>>());
-        let yp = ys.select_rows(&(0..done).collect::<Vec<_>>());
-        Some(permutation_importance(pipeline, &xp, &yp, PERMUTATION_REPEATS, seed)?)
-    } else {
+    let permutation_n = permutation_rows(pipeline, &xs, done, deadline)?;
+    let permutation = if permutation_n == 0 {
         None
+    } else {
+        let xp = xs.select_rows(&(0..permutation_n).collect::<Vec<_>>());
+        let yp = ys.select_rows(&(0..permutation_n).collect::<Vec<_>>());
+        Some(permutation_importance(pipeline, &xp, &yp, PERMUTATION_REPEATS, seed)?)
     };
     let mut columns: Vec<Value> = e
         .columns
@@ -223,7 +255,7 @@ fn global_summary(
             "metric": pipeline.metric.name(),
             "baseline_score": base,
             "repeats": PERMUTATION_REPEATS,
-            "rows": done,
+            "rows": permutation_n,
             "meaning": "increase in metric loss when the column is shuffled",
         })),
     }))
