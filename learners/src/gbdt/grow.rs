@@ -1,5 +1,8 @@
 //! Leaf-wise (best-first) growth of one tree on binned data.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -113,6 +116,32 @@ impl Grower<'_> {
     }
 }
 
+/// A leaf waiting to be split: the heap pops the highest gain, then the lowest leaf index.
+struct Candidate {
+    gain: f64,
+    index: usize,
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.gain.total_cmp(&other.gain).then_with(|| other.index.cmp(&self.index))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
+
 /// Grows one tree on the rows `rows` (reordered in place so each leaf's rows are contiguous),
 /// considering only `features` (sorted ascending).
 #[allow(clippy::too_many_arguments)]
@@ -141,17 +170,15 @@ pub(crate) fn grow(
         root.hist = Some(grower.histogram(rows));
         root.split = grower.find(&root, rng);
     }
+    // Splittable leaves by gain. A linear scan per split made deep forest trees (thousands of
+    // leaves) quadratic; ties go to the lowest leaf index, as that scan did.
+    let mut ready = BinaryHeap::new();
+    if let Some(s) = &root.split {
+        ready.push(Candidate { gain: s.gain, index: 0 });
+    }
     let mut leaves = vec![root];
     while leaves.len() < params.num_leaves {
-        let mut pick: Option<(usize, f64)> = None;
-        for (i, leaf) in leaves.iter().enumerate() {
-            if let Some(s) = &leaf.split
-                && pick.is_none_or(|(_, g)| s.gain > g)
-            {
-                pick = Some((i, s.gain));
-            }
-        }
-        let Some((i, _)) = pick else { break };
+        let Some(Candidate { index: i, .. }) = ready.pop() else { break };
         let leaf = &mut leaves[i];
         let Some(info) = leaf.split.take() else { break };
         let parent_hist = leaf.hist.take();
@@ -222,6 +249,12 @@ pub(crate) fn grow(
             }
         } else {
             grower.recycle(parent_hist);
+        }
+        if let Some(sp) = &left.split {
+            ready.push(Candidate { gain: sp.gain, index: i });
+        }
+        if let Some(sp) = &right.split {
+            ready.push(Candidate { gain: sp.gain, index: leaves.len() });
         }
         leaves[i] = left;
         leaves.push(right);
