@@ -289,7 +289,7 @@ fn fill_g(z: &[f64], poly: &mut Vec<f64>, out: &mut [f64]) {
     poly.resize((1 << d) * stride, 0.0);
     poly[0] = 1.0;
     out[0] = if d > 0 { w[0] } else { 0.0 };
-    for s in 1usize..(1 << d) {
+    for (s, g) in out.iter_mut().enumerate().take(1 << d).skip(1) {
         let j = s.trailing_zeros() as usize;
         let p = s & (s - 1);
         let n = s.count_ones() as usize;
@@ -302,7 +302,7 @@ fn fill_g(z: &[f64], poly: &mut Vec<f64>, out: &mut [f64]) {
         }
         cur[n] = z[j] * prev[n - 1];
         if n < d {
-            out[s] = (0..=n).map(|m| w[n - m] * cur[m]).sum();
+            *g = (0..=n).map(|m| w[n - m] * cur[m]).sum();
         }
     }
 }
