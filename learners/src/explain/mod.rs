@@ -1,7 +1,8 @@
 //! Explanations: per-row Shapley values of a fitted [`Pipeline`] in terms of the user's raw
 //! columns, with `expected + Σ shap = output` on every row.
 //!
-//! - Tree engine models: exact TreeSHAP ([`tree_shap`]) with the saved node covers.
+//! - Tree engine models: exact TreeSHAP with the saved node covers, by per-leaf tables
+//!   ([`fast_tree_shap`]) or Algorithm 2 ([`tree_shap`]) for very deep trees and few rows.
 //! - Linear models: exact linear SHAP on the design matrix (imputation, scaling and one-hot
 //!   included), the background rows' design means as the expectation.
 //! - kNN and naive Bayes: KernelSHAP ([`kernel`]) against background rows, its efficiency
