@@ -1,12 +1,12 @@
 //! TreeSHAP benchmark (the Python shap comparison in `bench/shap/run.sh`).
 //!
 //! ```sh
-//! cargo run --release -p quarry-learners --example shap_bench -- [--threads N] [--dump DIR]
+//! cargo run --release -p quarry-learners --example shap_bench -- [--threads N] [--repeat R] [--dump DIR]
 //! ```
 //!
 //! Trains a 300-round depth-8 GBDT (255 leaves, learning rate 0.1) on 50,000 × 30 synthetic
 //! logistic rows from a fixed seed, then times exact TreeSHAP of the first 10,000 rows on a
-//! rayon pool of N threads (best of 3). Prints one JSON line. `--dump DIR` writes the feature
+//! rayon pool of N threads (best of R, default 3). Prints one JSON line. `--dump DIR` writes the feature
 //! matrix (`x.f32`, column-major little-endian, NaN = missing) and labels (`y.f64`) so the
 //! LightGBM side trains on the same rows.
 
@@ -28,11 +28,13 @@ const EXPLAIN_ROWS: usize = 10_000;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut threads = 1;
+    let mut repeat = 3;
     let mut dump: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--threads" => threads = args.next().ok_or("--threads N")?.parse()?,
+            "--repeat" => repeat = args.next().ok_or("--repeat R")?.parse()?,
             "--dump" => dump = Some(args.next().ok_or("--dump DIR")?.into()),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -100,7 +102,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let xs = x.select_rows(&(0..EXPLAIN_ROWS).collect::<Vec<_>>());
     let mut best = f64::INFINITY;
     let mut checksum = 0.0;
-    for _ in 0..3 {
+    for _ in 0..repeat.max(1) {
         let t = Instant::now();
         let (expected, phi) = pool.install(|| tree_shap_values(&model, &xs));
         best = best.min(t.elapsed().as_secs_f64());

@@ -1,7 +1,8 @@
 //! Explanations: per-row Shapley values of a fitted [`Pipeline`] in terms of the user's raw
 //! columns, with `expected + Σ shap = output` on every row.
 //!
-//! - Tree engine models: exact TreeSHAP ([`tree_shap`]) with the saved node covers.
+//! - Tree engine models: exact TreeSHAP with the saved node covers, by per-leaf tables
+//!   ([`fast_tree_shap`]) or Algorithm 2 ([`tree_shap`]) for very deep trees and few rows.
 //! - Linear models: exact linear SHAP on the design matrix (imputation, scaling and one-hot
 //!   included), the background rows' design means as the expectation.
 //! - kNN and naive Bayes: KernelSHAP ([`kernel`]) against background rows, its efficiency
@@ -19,6 +20,7 @@
 //! per row by `Δp / Δmargin`, which keeps additivity exact.
 
 mod background;
+pub(crate) mod fast_tree_shap;
 mod kernel;
 mod linear_shap;
 #[cfg(test)]
@@ -39,6 +41,7 @@ use crate::error::{Result, TrainError};
 use crate::family::FittedModel;
 use crate::gbdt::TreeEnsemble;
 use crate::pipeline::Pipeline;
+use fast_tree_shap::{FastTree, RowValues};
 use tree_shap::{PathElem, ShapTree};
 
 /// The quantity the Shapley values add up to.
@@ -407,10 +410,18 @@ fn model_output(model: &FittedModel, x: &FeatureMatrix) -> Vec<f64> {
 }
 
 /// Rows per parallel TreeSHAP task.
-const TREE_CHUNK: usize = 16;
+const TREE_CHUNK: usize = 64;
+/// Table values built at once: trees are explained in groups whose tables add up to about
+/// this many values (16 MiB), so memory stays bounded whatever the ensemble's size.
+const GROUP_TABLE_VALUES: usize = 1 << 21;
 
 /// Exact TreeSHAP of a tree ensemble on every row of `x`, in the ensemble's raw space (margin for
 /// boosting; the trees' mean, a probability or value, for random forest / extra trees).
+///
+/// Each tree uses per-leaf tables ([`fast_tree_shap`]) when building them costs less than
+/// the rows save, else Algorithm 2 ([`tree_shap`]); both are exact. Rows are split into
+/// chunks across threads, and every row adds its trees in tree order, so a row's values do
+/// not depend on the thread count.
 pub(crate) fn tree_contributions(
     m: &TreeEnsemble,
     x: &FeatureMatrix,
@@ -421,7 +432,7 @@ pub(crate) fn tree_contributions(
     let k = m.n_outputs().max(1);
     let infos = m.feature_infos();
     let trees: Vec<ShapTree> =
-        m.trees().iter().map(|t| ShapTree::new(t, infos, player_of, background)).collect();
+        m.trees().par_iter().map(|t| ShapTree::new(t, infos, player_of, background)).collect();
     let scale = if m.averaged() { 1.0 / m.n_rounds().max(1) as f64 } else { 1.0 };
     let mut expected = m.init_score().to_vec();
     expected.resize(k, 0.0);
@@ -432,23 +443,51 @@ pub(crate) fn tree_contributions(
     let width = k * n_players;
     let mut phi = vec![0.0; x.n_rows * width];
     let n_features = x.columns.len();
-    phi.par_chunks_mut(TREE_CHUNK * width.max(1)).enumerate().for_each(|(chunk, out)| {
-        let mut buf: Vec<PathElem> = Vec::new();
-        let mut row_x = vec![0f32; n_features];
-        for (i, row_phi) in out.chunks_mut(width.max(1)).enumerate() {
-            let row = chunk * TREE_CHUNK + i;
-            for (v, c) in row_x.iter_mut().zip(&x.columns) {
-                *v = c.values[row];
-            }
-            for (t, st) in trees.iter().enumerate() {
-                let o = t % k;
-                st.explain_row(&row_x, infos, &mut row_phi[o * n_players..(o + 1) * n_players], &mut buf);
-            }
-            if scale != 1.0 {
-                row_phi.iter_mut().for_each(|v| *v *= scale);
-            }
+    let n = x.n_rows as f64;
+    let mut fast: Vec<Option<FastTree>> = trees
+        .par_iter()
+        .map(|st| {
+            FastTree::new(st, n_features).filter(|ft| {
+                let (build, row, alg2) = ft.costs();
+                build + n * row < n * alg2
+            })
+        })
+        .collect();
+    let mut start = 0;
+    while start < trees.len() && width > 0 {
+        let mut end = start;
+        let mut values = 0;
+        while end < trees.len() && (end == start || values < GROUP_TABLE_VALUES) {
+            values += fast[end].as_ref().map_or(0, FastTree::table_len);
+            end += 1;
         }
-    });
+        fast[start..end].par_iter_mut().flatten().for_each(FastTree::fill_tables);
+        let group = &fast[start..end];
+        phi.par_chunks_mut(TREE_CHUNK * width).enumerate().for_each(|(chunk, out)| {
+            let r0 = chunk * TREE_CHUNK;
+            let rows = out.len() / width;
+            let mut rv = RowValues::new();
+            rv.load(x, infos, r0..r0 + rows);
+            let mut mask: Vec<u32> = Vec::new();
+            let mut buf: Vec<PathElem> = Vec::new();
+            for (t, ft) in (start..end).zip(group) {
+                let o = t % k;
+                for (i, row_phi) in out.chunks_mut(width).enumerate() {
+                    let (xv, bins) = rv.row(i);
+                    let slot = &mut row_phi[o * n_players..(o + 1) * n_players];
+                    match ft {
+                        Some(ft) => ft.explain_row(xv, bins, slot, &mut mask),
+                        None => trees[t].explain_row(xv, infos, slot, &mut buf),
+                    }
+                }
+            }
+        });
+        fast[start..end].iter_mut().flatten().for_each(FastTree::drop_tables);
+        start = end;
+    }
+    if scale != 1.0 {
+        phi.par_iter_mut().for_each(|v| *v *= scale);
+    }
     Contributions { n_outputs: k, n_players, expected, phi, output: m.predict_margin(x) }
 }
 

@@ -7,6 +7,7 @@ use quarry_featurize::{FeatureMatrix, Featurizer, Metric, TargetEncoder, Task, l
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::fast_tree_shap::{FastTree, MAX_TABLE_SLOTS, RowValues};
 use super::tree_shap::{PathElem, ShapTree};
 use super::*;
 use crate::family::{Family, check_params, fit};
@@ -18,7 +19,14 @@ use crate::pipeline::Member;
 /// A random tree over `n_features` numeric features, nodes in breadth-first order (children
 /// after parents), integer covers that add up, some splits sending missing values left.
 fn random_tree(rng: &mut ChaCha8Rng, n_features: usize, max_depth: usize) -> Tree {
+    random_mixed_tree(rng, &vec![FeatureInfo::Numeric; n_features], max_depth)
+}
+
+/// [`random_tree`] over features of the given kinds: categorical splits send a random set of
+/// bins (the missing and "other" bins included) left.
+fn random_mixed_tree(rng: &mut ChaCha8Rng, infos: &[FeatureInfo], max_depth: usize) -> Tree {
     let mut nodes = vec![Node::leaf(0.0)];
+    let mut cat_bits = Vec::new();
     let mut depth = vec![0usize];
     let mut i = 0;
     while i < nodes.len() {
@@ -29,12 +37,18 @@ fn random_tree(rng: &mut ChaCha8Rng, n_features: usize, max_depth: usize) -> Tre
             nodes.push(Node::leaf(0.0));
             depth.push(depth[i] + 1);
             depth.push(depth[i] + 1);
+            let f = rng.random_range(0..infos.len());
             let nd = &mut nodes[i];
-            nd.feature = rng.random_range(0..n_features) as u32;
+            nd.feature = f as u32;
             nd.threshold = rng.random_range(-1.0..1.0);
             nd.default_left = rng.random::<bool>();
             nd.left = l;
             nd.right = l + 1;
+            if let FeatureInfo::Categorical { .. } = infos[f] {
+                nd.cat_start = cat_bits.len() as u32;
+                nd.cat_words = 1;
+                cat_bits.push(rng.random::<u32>());
+            }
         } else {
             nodes[i].value = rng.random_range(-2.0..2.0);
             nodes[i].cover = rng.random_range(1..40);
@@ -46,7 +60,48 @@ fn random_tree(rng: &mut ChaCha8Rng, n_features: usize, max_depth: usize) -> Tre
             nodes[i].cover = nodes[nodes[i].left as usize].cover + nodes[nodes[i].right as usize].cover;
         }
     }
-    Tree { nodes, cat_bits: Vec::new() }
+    Tree { nodes, cat_bits }
+}
+
+/// A random row: numeric values around the thresholds, category codes past the direct and
+/// known levels and negative, about 15% missing, now and then `+inf`.
+fn random_row(rng: &mut ChaCha8Rng, infos: &[FeatureInfo]) -> Vec<f32> {
+    infos
+        .iter()
+        .map(|info| {
+            if rng.random::<f64>() < 0.15 {
+                return f32::NAN;
+            }
+            match info {
+                FeatureInfo::Numeric if rng.random::<f64>() < 0.03 => f32::INFINITY,
+                FeatureInfo::Numeric => rng.random_range(-1.2..1.2),
+                FeatureInfo::Categorical { .. } => rng.random_range(-1..9) as f32,
+            }
+        })
+        .collect()
+}
+
+/// Shapley values of one tree on one row by the table engine (`None` if the tree is too
+/// deep for tables).
+fn fast_values(st: &ShapTree, infos: &[FeatureInfo], x: &[f32], n_players: usize) -> Option<Vec<f64>> {
+    let mut ft = FastTree::new(st, x.len())?;
+    ft.fill_tables();
+    let cols = x
+        .iter()
+        .enumerate()
+        .map(|(j, &v)| quarry_featurize::FeatureColumn {
+            name: format!("f{j}"),
+            source: format!("f{j}"),
+            kind: quarry_featurize::FeatureKind::Numeric,
+            values: vec![v],
+        })
+        .collect();
+    let mut rv = RowValues::new();
+    rv.load(&FeatureMatrix { n_rows: 1, columns: cols }, infos, 0..1);
+    let (xv, bins) = rv.row(0);
+    let mut phi = vec![0.0; n_players];
+    ft.explain_row(xv, bins, &mut phi, &mut Vec::new());
+    Some(phi)
 }
 
 /// `E[f(x) | x_S]` by the tree's path weights: players in `s` follow `x`, others split by cover.
@@ -116,6 +171,10 @@ fn check_tree(
         for (a, b) in phi.iter().zip(&want) {
             prop_assert!((a - b).abs() < 1e-9, "tree shap {phi:?} vs brute force {want:?}");
         }
+        let fast = fast_values(&st, &infos, &x, n_players).unwrap();
+        for (a, b) in fast.iter().zip(&want) {
+            prop_assert!((a - b).abs() < 1e-9, "table tree shap {fast:?} vs brute force {want:?}");
+        }
         let fx = cond_expectation(&tree, &infos, &player_of, &x, (1u32 << n_players) - 1, 0);
         prop_assert!((st.expected + phi.iter().sum::<f64>() - fx).abs() < 1e-9);
         prop_assert!((st.expected - cond_expectation(&tree, &infos, &player_of, &x, 0, 0)).abs() < 1e-9);
@@ -135,6 +194,90 @@ proptest! {
     #[test]
     fn grouped_tree_shap_equals_brute_force_over_columns(seed in any::<u64>(), n_features in 2usize..=8, groups in 1usize..=4) {
         check_tree(seed, n_features, 6, groups.min(n_features))?;
+    }
+}
+
+/// Table TreeSHAP against Algorithm 2 on trees with categorical splits, missing values and
+/// repeated features, up to the depth where tables give way to Algorithm 2.
+fn check_fast_equals_paths(
+    seed: u64,
+    n_features: usize,
+    max_depth: usize,
+) -> std::result::Result<(), TestCaseError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let infos: Vec<FeatureInfo> = (0..n_features)
+        .map(|_| {
+            if rng.random::<bool>() {
+                FeatureInfo::Categorical { n_levels: 7, n_direct: rng.random_range(2..=7) }
+            } else {
+                FeatureInfo::Numeric
+            }
+        })
+        .collect();
+    let tree = random_mixed_tree(&mut rng, &infos, max_depth);
+    let n_players = rng.random_range(1..=n_features);
+    let player_of: Vec<u32> = (0..n_features).map(|f| (f % n_players) as u32).collect();
+    let st = ShapTree::new(&tree, &infos, &player_of, None);
+    let mut buf: Vec<PathElem> = Vec::new();
+    for _ in 0..6 {
+        let x = random_row(&mut rng, &infos);
+        let mut want = vec![0.0; n_players];
+        st.explain_row(&x, &infos, &mut want, &mut buf);
+        let Some(got) = fast_values(&st, &infos, &x, n_players) else {
+            prop_assert!(max_depth > MAX_TABLE_SLOTS, "no tables for a depth-{max_depth} tree");
+            continue;
+        };
+        for (a, b) in got.iter().zip(&want) {
+            prop_assert!((a - b).abs() <= 1e-10 * (1.0 + b.abs()), "tables {got:?} vs Algorithm 2 {want:?}");
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn table_tree_shap_equals_algorithm_2(seed in any::<u64>(), n_features in 1usize..=16, depth in 1usize..=10) {
+        check_fast_equals_paths(seed, n_features, depth)?;
+    }
+}
+
+/// A boosted model large enough for table TreeSHAP, explained by a whole ensemble call: the
+/// same values as Algorithm 2 tree by tree, and bit for bit the same on 1 and 3 threads.
+#[test]
+fn ensemble_tree_shap_matches_algorithm_2_and_ignores_threads() {
+    let (p, x) = pipeline_for(
+        "credit_data",
+        "Status",
+        &[(Family::Gbdt, &[("n_estimators", "20"), ("num_leaves", "40"), ("min_child_samples", "3")], 1.0)],
+    );
+    let FittedModel::Trees(m) = &p.members[0].model else { panic!("not a tree model") };
+    let xs = x.select_rows(&(0..300.min(x.n_rows)).collect::<Vec<_>>());
+    let columns: Vec<String> = p.featurizer.used_columns().map(|c| c.name.clone()).collect();
+    let player_of = players_of(&xs, &columns).unwrap();
+    let np = columns.len();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| tree_contributions(m, &xs, &player_of, np, None))
+    };
+    let one = run(1);
+    let three = run(3);
+    assert_eq!(one.phi, three.phi);
+    let infos = m.feature_infos();
+    let trees: Vec<ShapTree> = m.trees().iter().map(|t| ShapTree::new(t, infos, &player_of, None)).collect();
+    let fast = trees.iter().filter(|st| FastTree::new(st, xs.columns.len()).is_some()).count();
+    assert_eq!(fast, trees.len(), "every tree should take the table path");
+    let mut buf = Vec::new();
+    for r in 0..xs.n_rows {
+        let row: Vec<f32> = xs.columns.iter().map(|c| c.values[r]).collect();
+        let mut want = vec![0.0; np];
+        for st in &trees {
+            st.explain_row(&row, infos, &mut want, &mut buf);
+        }
+        for (a, b) in one.phi[r * np..(r + 1) * np].iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-10 * (1.0 + b.abs()), "row {r}: {a} vs {b}");
+        }
     }
 }
 

@@ -76,6 +76,21 @@ impl<'a> ShapTree<'a> {
         wl * self.node_expectation(l) + wr * self.node_expectation(r)
     }
 
+    pub(crate) fn tree(&self) -> &'a Tree {
+        self.tree
+    }
+
+    /// The player split on at internal node `node`.
+    pub(crate) fn player(&self, node: usize) -> u32 {
+        self.player[node]
+    }
+
+    /// Fractions of internal node `node`'s cover that go to its left and right child.
+    pub(crate) fn child_fractions(&self, node: usize) -> (f64, f64) {
+        let nd = &self.tree.nodes[node];
+        child_fractions(self.cover[node], self.cover[nd.left as usize], self.cover[nd.right as usize])
+    }
+
     /// Path buffer length `explain_row` needs.
     pub(crate) fn buffer_len(&self) -> usize {
         (self.max_depth + 2) * (self.max_depth + 3) / 2
