@@ -14,6 +14,7 @@ With --runs DIR the models are not trained here: DIR holds the run folders
 on the whole training split, so one sweep serves both checks.
 
 Usage: additivity.py QUARRY_BIN DATASETS_DIR [--max-train N] [--rows N] [--kernel-rows N] [--runs DIR]
+                      [--only DATASET,...] [--models FAMILY,...,fit]
 """
 import argparse, csv, json, math, os, subprocess, sys, tempfile, time
 
@@ -98,6 +99,7 @@ def main():
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--kernel-rows", type=int, default=10)
     ap.add_argument("--only", default="")
+    ap.add_argument("--models", default="", help="comma-separated families (and/or fit); default all")
     ap.add_argument("--runs", default="", help="reuse the run folders of bench/onnx_parity_datasets.sh")
     a = ap.parse_args()
     manifest = json.load(open(os.path.join(a.datasets, "manifest.json")))
@@ -113,6 +115,8 @@ def main():
             train = os.path.join(work, "train.csv")
             head(os.path.join(a.datasets, d["name"], "train.csv"), train, a.max_train)
             for fam in FAMILIES + ["fit"]:
+                if a.models and fam not in a.models.split(","):
+                    continue
                 if fam == "naive_bayes" and d["task"] == "regression":
                     continue  # naive Bayes does not fit regression
                 rows = a.kernel_rows if fam in ("knn", "naive_bayes", "fit") else a.rows
