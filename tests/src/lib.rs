@@ -73,3 +73,4 @@ pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let rows = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
     (header, rows)
 }
+pub mod cluster;
