@@ -85,12 +85,19 @@ pub fn read(path: &Path) -> String {
 }
 
 pub fn worker(url: &str, dir: &Path, n: usize, extra: &[&str]) -> Proc {
+    worker_with_env(url, dir, n, extra, &[])
+}
+
+/// A worker with extra environment variables (`QUARRY_FAULT_INJECT`, …); its log is
+/// `dir/worker{n}.log`.
+pub fn worker_with_env(url: &str, dir: &Path, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     let cache = dir.join(format!("worker{n}"));
     let log = std::fs::File::create(dir.join(format!("worker{n}.log"))).unwrap();
     let child = Command::new(quarry_bin())
         .args(["worker", "--coordinator", url, "--threads", "1", "--cache-dir"])
         .arg(&cache)
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use quarry_tests::cluster::{
     Proc, free_port, have_serve, leaderboard, read, serve, signal, start_redis, status, submit, trial_ids,
-    wait_completed, wait_for, wait_for_text, worker,
+    wait_completed, wait_for, wait_for_text, worker, worker_with_env,
 };
 use quarry_tests::{example, quarry, quarry_ok};
 
@@ -302,4 +302,45 @@ fn torn_last_record_is_dropped_on_replay_and_the_job_resumes() {
     wait_completed(&url, &job);
     assert_eq!(download_ids(&url, &job, &tmp.path().join("run")), (1..=12).collect::<Vec<_>>());
     assert!(whole_records(&events).is_some());
+}
+
+/// A trial that panics and one that hangs past its time limit (injected with
+/// `QUARRY_FAULT_INJECT`) are recorded as failed with their reasons; the worker stays alive,
+/// abandons the hung thread, and runs the rest of the job.
+#[test]
+fn panicking_and_hung_trials_fail_and_the_worker_goes_on() {
+    if !have_serve() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let (_server, url) =
+        serve(&["--store", store.to_str().unwrap()], "127.0.0.1:0", &[], &tmp.path().join("serve.log"));
+    let mut only = worker_with_env(
+        &url,
+        tmp.path(),
+        0,
+        &["--trial-timeout", "3s"],
+        &[("QUARRY_FAULT_INJECT", "panic@trial=2,hang@trial=4")],
+    );
+    let job =
+        submit(&url, &example("cars/train.csv"), "Miles_per_Gallon", &["--max-trials", "8", "--seed", "6"]);
+    wait_for(&url, &job, Duration::from_secs(120), |s, _| s == "completed");
+    assert_alive(&mut only);
+    let run = tmp.path().join("run");
+    assert_eq!(download_ids(&url, &job, &run), (1..=8).collect::<Vec<_>>());
+    let board = leaderboard(&run);
+    let row = |id: u64| board.iter().find(|r| r["id"].as_u64() == Some(id)).unwrap().clone();
+    let status = |id: u64| row(id)["status"].as_str().unwrap_or_default().to_lowercase();
+    let reason = |id: u64| row(id)["failure_reason"].as_str().unwrap_or_default().to_string();
+    assert_eq!(status(2), "failed", "{}", row(2));
+    assert!(reason(2).contains("panic"), "{}", row(2));
+    assert_eq!(status(4), "failed", "{}", row(4));
+    assert!(reason(4).contains("hung"), "{}", row(4));
+    // The rest ran normally after the hang (a family may fail on its own, e.g. naive Bayes on
+    // a regression task, but never by an injected fault).
+    for id in [1, 3, 5, 6, 7, 8] {
+        assert!(!reason(id).contains("injected") && !reason(id).contains("hung"), "{}", row(id));
+    }
+    assert!([5, 7, 8].iter().any(|&id| status(id) == "completed"), "nothing completed after the hang");
 }
