@@ -40,6 +40,10 @@ pub struct WorkerArgs {
     /// The protocol version sent on register (tests only).
     #[arg(long, hide = true)]
     pub protocol_version: Option<u32>,
+    /// The longest one trial may run (e.g. 10m); one still running 2 s past it (or past the
+    /// job's deadline) is recorded as failed and its thread abandoned.
+    #[arg(long, value_parser = crate::args::parse_duration)]
+    pub trial_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Args)]

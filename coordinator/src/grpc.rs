@@ -51,6 +51,9 @@ struct Shared {
     /// Records handed to the log thread (under the state lock, so in apply order).
     submitted: AtomicU64,
     durable: watch::Receiver<u64>,
+    /// Why the log thread's current batch cannot be written (disk full, Redis down), while it
+    /// retries; `None` when the log is healthy.
+    log_fault: Arc<Mutex<Option<String>>>,
     /// Woken whenever tasks may have become available.
     tasks: Notify,
     job_events: broadcast::Sender<(String, pb::JobEvent)>,
@@ -123,9 +126,11 @@ impl Server {
             log.append_batch(&again)?;
             let _ = durable_tx.send(submitted);
         }
+        let log_fault = Arc::new(Mutex::new(None));
+        let fault = Arc::clone(&log_fault);
         std::thread::Builder::new()
             .name("quarry-event-log".into())
-            .spawn(move || log_thread(log, log_rx, durable_tx))
+            .spawn(move || log_thread(log, log_rx, durable_tx, &fault))
             .map_err(|source| LogError::Io { path: "event log thread".into(), source })?;
         let (job_events, _) = broadcast::channel(4096);
         let server = Server {
@@ -134,6 +139,7 @@ impl Server {
                 log_tx,
                 submitted: AtomicU64::new(submitted),
                 durable: durable_rx,
+                log_fault,
                 tasks: Notify::new(),
                 job_events,
                 event_seq: AtomicU64::new(0),
@@ -164,6 +170,12 @@ impl Server {
         &self,
         f: impl FnOnce(&mut Coordinator, Now) -> Result<T, StateError>,
     ) -> Result<T, Status> {
+        if let Some(why) = self.shared.log_fault.lock().ok().and_then(|f| f.clone()) {
+            // Refused before it changes anything: what is applied must reach the log first.
+            return Err(Status::unavailable(format!(
+                "the coordinator takes no changes while its event log cannot be written ({why}); retry later"
+            )));
+        }
         let (out, target) = {
             let mut c = self.lock();
             let out = f(&mut c, Now::system());
@@ -285,24 +297,58 @@ impl Server {
     }
 }
 
+/// The longest pause between two tries of a batch the log refused.
+const LOG_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Writes queued batches in order. A transient failure (disk full, Redis restarting) is
+/// retried with the same batch until it succeeds: the in-memory state already holds those
+/// events, so they must be the next records, and their callers wait for them. Meanwhile
+/// `log_fault` makes new changes fail fast with the reason. A permanent failure stops the
+/// thread, so every waiter gets an error.
 fn log_thread(
     mut log: Box<dyn EventLog>,
     rx: std::sync::mpsc::Receiver<Vec<Vec<u8>>>,
     durable: watch::Sender<u64>,
+    fault: &Mutex<Option<String>>,
 ) {
+    let set_fault = |why: Option<String>| {
+        if let Ok(mut f) = fault.lock() {
+            *f = why;
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut batch = first;
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
         }
-        match log.append_batch(&batch) {
-            Ok(seq) => {
-                let _ = durable.send(seq);
-            }
-            Err(e) => {
-                // Nothing more can be made durable: stop, so every waiter gets an error.
-                tracing::error!(error = %e, "event log append failed; the coordinator stops accepting changes");
-                return;
+        let mut failures = 0u32;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match log.append_batch(&batch) {
+                Ok(seq) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "event log writable again; the coordinator takes changes");
+                        set_fault(None);
+                    }
+                    let _ = durable.send(seq);
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    if failures == 0 {
+                        tracing::error!(error = %e, "event log append failed; retrying, and refusing changes until it succeeds");
+                        set_fault(Some(e.to_string()));
+                    } else if failures.is_multiple_of(30) {
+                        tracing::warn!(error = %e, failures, "event log append still failing");
+                    }
+                    failures += 1;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(LOG_RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event log append failed; the coordinator stops accepting changes");
+                    set_fault(Some(e.to_string()));
+                    return;
+                }
             }
         }
     }

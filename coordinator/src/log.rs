@@ -20,6 +20,18 @@ pub enum LogError {
     TooLarge { path: PathBuf, offset: u64, len: u64, max: u64 },
     #[error("redis event log {url}: {message}")]
     Redis { url: String, message: String },
+    /// The backend holds fewer or more records than were made durable: someone else wrote to
+    /// it, or it lost acknowledged writes. Retrying cannot fix that.
+    #[error("event log {log}: {message}")]
+    Diverged { log: String, message: String },
+}
+
+impl LogError {
+    /// Whether the same append may succeed later (disk full, a backend restarting), so the
+    /// server should retry it rather than stop.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LogError::Io { .. } | LogError::Redis { .. })
+    }
 }
 
 /// Records larger than this are refused on append and treated as corruption on replay.
@@ -43,6 +55,9 @@ pub struct FileLog {
     path: PathBuf,
     file: File,
     seq: u64,
+    /// The file's length after the last durable append: a failed append (disk full) is cut
+    /// back to it, so a retry or a later append never lands after half a record.
+    len: u64,
 }
 
 impl std::fmt::Debug for FileLog {
@@ -60,7 +75,8 @@ impl FileLog {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
-        Ok(FileLog { path: path.to_path_buf(), file, seq: 0 })
+        let len = file.metadata().map_err(io)?.len();
+        Ok(FileLog { path: path.to_path_buf(), file, seq: 0, len })
     }
 
     fn io(&self, source: std::io::Error) -> LogError {
@@ -84,9 +100,15 @@ impl EventLog for FileLog {
             buf.extend_from_slice(&crc32fast::hash(r).to_le_bytes());
             buf.extend_from_slice(r);
         }
-        self.file.write_all(&buf).map_err(|e| self.io(e))?;
         // fdatasync: the length is part of the data for an appended file, so this is enough.
-        self.file.sync_data().map_err(|e| self.io(e))?;
+        if let Err(e) = self.file.write_all(&buf).and_then(|()| self.file.sync_data()) {
+            // Shrinking needs no free space, so this works on a full disk too.
+            if let Err(cut) = self.file.set_len(self.len) {
+                tracing::error!(path = %self.path.display(), error = %cut, "event log: cannot cut a failed append; replay will drop it");
+            }
+            return Err(self.io(e));
+        }
+        self.len += buf.len() as u64;
         self.seq += records.len() as u64;
         Ok(self.seq)
     }
@@ -121,6 +143,7 @@ impl EventLog for FileLog {
             self.file.set_len(offset).map_err(|e| self.io(e))?;
             self.file.sync_all().map_err(|e| self.io(e))?;
         }
+        self.len = offset;
         self.seq = records.len() as u64;
         Ok(records)
     }
@@ -184,6 +207,15 @@ mod tests {
         drop(log);
         let mut log = FileLog::open(&path).unwrap();
         assert_eq!(log.replay().unwrap(), vec![b"first record".to_vec(), b"third".to_vec()]);
+    }
+
+    #[test]
+    fn transient_errors_are_io_and_redis() {
+        let io = LogError::Io { path: "x".into(), source: std::io::Error::other("full") };
+        assert!(io.is_transient());
+        let big = LogError::TooLarge { path: "x".into(), offset: 0, len: 1, max: 0 };
+        assert!(!big.is_transient());
+        assert!(!LogError::Diverged { log: "x".into(), message: "lost".into() }.is_transient());
     }
 
     #[test]

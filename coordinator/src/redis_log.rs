@@ -3,7 +3,16 @@
 //! (`appendonly yes` + `appendfsync always` for the guarantee the file log gives).
 //!
 //! The log thread is synchronous, so this uses the blocking client: one connection, a
-//! pipeline per batch (one round trip however many records).
+//! `MULTI`/`EXEC` pipeline per batch (one round trip however many records, and a batch lands
+//! whole or not at all).
+//!
+//! Redis restarting: a failed append marks the connection broken and returns a transient error;
+//! the server retries the same batch (`grpc::log_thread`). The retry reconnects and compares
+//! `XLEN` with the records made durable so far: equal, the batch never landed and is sent again;
+//! equal plus the batch, it landed before the answer was lost and is not sent twice; anything
+//! else means the server lost acknowledged writes (`LogError::Diverged`).
+
+use std::time::Duration;
 
 use redis::Value;
 
@@ -12,7 +21,8 @@ use crate::log::{EventLog, LogError, MAX_RECORD};
 pub struct RedisLog {
     url: String,
     key: String,
-    con: redis::Connection,
+    client: redis::Client,
+    con: Option<redis::Connection>,
     seq: u64,
 }
 
@@ -28,14 +38,40 @@ impl std::fmt::Debug for RedisLog {
 
 const FIELD: &str = "e";
 const PAGE: usize = 10_000;
+/// A Redis that accepts the connection but never answers fails the append after this long.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let con = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    con.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(con)
+}
 
 impl RedisLog {
     /// Connects to `url` (`redis://host:port/db`); the stream is `quarry:<name>:events`.
     pub fn open(url: &str, name: &str) -> Result<RedisLog, LogError> {
         let err = |message: String| LogError::Redis { url: url.to_string(), message };
         let client = redis::Client::open(url).map_err(|e| err(e.to_string()))?;
-        let con = client.get_connection().map_err(|e| err(format!("cannot connect: {e}")))?;
-        Ok(RedisLog { url: url.to_string(), key: format!("quarry:{name}:events"), con, seq: 0 })
+        let con = connect(&client).map_err(|e| err(format!("cannot connect: {e}")))?;
+        Ok(RedisLog {
+            url: url.to_string(),
+            key: format!("quarry:{name}:events"),
+            client,
+            con: Some(con),
+            seq: 0,
+        })
+    }
+
+    /// The open connection, reconnecting when the last call broke it.
+    fn connection(&mut self) -> Result<&mut redis::Connection, LogError> {
+        if self.con.is_none() {
+            let con = connect(&self.client).map_err(|e| self.err(format!("cannot reconnect: {e}")))?;
+            self.con = Some(con);
+        }
+        self.con
+            .as_mut()
+            .ok_or_else(|| LogError::Redis { url: self.url.clone(), message: "no connection".into() })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> LogError {
@@ -53,15 +89,59 @@ fn bulk(v: &Value) -> Option<&[u8]> {
 impl EventLog for RedisLog {
     fn append_batch(&mut self, records: &[Vec<u8>]) -> Result<u64, LogError> {
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for r in records {
             if r.len() > MAX_RECORD {
-                return Err(self.err(format!("a record of {} bytes is over the {MAX_RECORD} limit", r.len())));
+                return Err(LogError::TooLarge {
+                    path: self.key.clone().into(),
+                    offset: 0,
+                    len: r.len() as u64,
+                    max: MAX_RECORD as u64,
+                });
             }
             pipe.cmd("XADD").arg(&self.key).arg("*").arg(FIELD).arg(r.as_slice());
         }
-        let _: Vec<String> = pipe.query(&mut self.con).map_err(|e| self.err(e))?;
-        self.seq += records.len() as u64;
-        Ok(self.seq)
+        let reconnecting = self.con.is_none();
+        let key = self.key.clone();
+        let (seq, n) = (self.seq, records.len() as u64);
+        let result = (|| {
+            let con = self.connection()?;
+            if reconnecting {
+                let len: u64 = redis::cmd("XLEN")
+                    .arg(&key)
+                    .query(con)
+                    .map_err(|e| LogError::Redis { url: String::new(), message: e.to_string() })?;
+                if len == seq + n {
+                    return Ok(false);
+                }
+                if len != seq {
+                    return Err(LogError::Diverged {
+                        log: key.clone(),
+                        message: format!(
+                            "the stream holds {len} records but {seq} were made durable: Redis lost acknowledged writes (is appendonly on?) or another writer uses this stream"
+                        ),
+                    });
+                }
+            }
+            let _: Vec<String> = pipe
+                .query(con)
+                .map_err(|e| LogError::Redis { url: String::new(), message: e.to_string() })?;
+            Ok(true)
+        })();
+        match result {
+            Ok(sent) => {
+                if reconnecting {
+                    tracing::info!(url = %self.url, resent = sent, "redis event log: reconnected");
+                }
+                self.seq += n;
+                Ok(self.seq)
+            }
+            Err(LogError::Redis { message, .. }) => {
+                self.con = None;
+                Err(self.err(message))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn replay(&mut self) -> Result<Vec<Vec<u8>>, LogError> {
@@ -74,7 +154,7 @@ impl EventLog for RedisLog {
                 .arg("+")
                 .arg("COUNT")
                 .arg(PAGE)
-                .query(&mut self.con)
+                .query(self.connection()?)
                 .map_err(|e| self.err(e))?;
             let Value::Array(entries) = page else { return Err(self.err("XRANGE did not answer an array")) };
             let n = entries.len();

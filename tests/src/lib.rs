@@ -99,3 +99,5 @@ pub fn venv_python(script: &str) -> PathBuf {
         })
         .clone()
 }
+
+pub mod cluster;

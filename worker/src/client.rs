@@ -13,7 +13,7 @@ use quarry_learners::{Family, FittedModel, Pipeline};
 use quarry_proto::convert::{params_from_pb, status_from_pb};
 use quarry_proto::pb;
 use quarry_proto::{AUTH_HEADER, PROTOCOL_VERSION, WorkerServiceClient};
-use quarry_search::{DataShape, TrialId, TrialSpec, TrialStatus, ValidationKind, keep_set};
+use quarry_search::{DataShape, TrialId, TrialOutcome, TrialSpec, TrialStatus, ValidationKind, keep_set};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -52,7 +52,13 @@ pub struct WorkerConfig {
     pub cache_dir: PathBuf,
     /// Sent on register; only tests set anything but [`PROTOCOL_VERSION`].
     pub protocol_version: u32,
+    /// The longest a trial may run (besides the job's own deadline). A trial still running
+    /// [`HANG_GRACE`] past its limit is recorded as failed and its thread abandoned.
+    pub trial_timeout: Option<Duration>,
 }
+
+/// How long a trial gets, past its deadline, to notice it and stop before it counts as hung.
+pub const HANG_GRACE: Duration = Duration::from_secs(2);
 
 impl WorkerConfig {
     pub fn new(coordinator: &str) -> WorkerConfig {
@@ -66,6 +72,7 @@ impl WorkerConfig {
             tags: Vec::new(),
             cache_dir: std::env::temp_dir().join("quarry-worker-cache"),
             protocol_version: PROTOCOL_VERSION,
+            trial_timeout: None,
         }
     }
 }
@@ -624,7 +631,7 @@ async fn run_task(shared: &Arc<Shared>, task: pb::Task) -> Result<(), WorkerErro
                 vec![artifact],
             )
         }
-        Some(pb::task::Kind::Trial(t)) => run_trial(shared, &data, token, t).await?,
+        Some(pb::task::Kind::Trial(t)) => run_trial(shared, &data, &task.job_id, token, t).await?,
         Some(pb::task::Kind::Finalize(f)) => run_finalize(shared, &data, &task, f).await?,
     };
     retry_result(shared, |c, worker_id| {
@@ -645,18 +652,25 @@ async fn run_task(shared: &Arc<Shared>, task: pb::Task) -> Result<(), WorkerErro
 async fn run_trial(
     shared: &Arc<Shared>,
     data: &Arc<JobData>,
+    job_id: &str,
     token: u64,
     task: pb::TrialTask,
 ) -> Result<(pb::complete_request::Result, Vec<pb::ArtifactInfo>), WorkerError> {
     let spec =
         TrialSpec::try_from(task.trial.ok_or(WorkerError::Invalid("trial task without a trial".into()))?)
             .map_err(|e| WorkerError::Invalid(e.to_string()))?;
-    let deadline = deadline_of(task.deadline_unix_ms);
+    let timeout = shared.config.trial_timeout.map(|t| Instant::now() + t);
+    let deadline = match (deadline_of(task.deadline_unix_ms), timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let handle = tokio::runtime::Handle::current();
     let client = shared.client.clone();
     let worker_id = shared.worker_id.read().await.clone();
     let runner_data = data.clone();
-    let (outcome, artifacts) = tokio::task::spawn_blocking(move || {
+    let trial_id = spec.id;
+    let started = Instant::now();
+    let join = tokio::task::spawn_blocking(move || {
         let cancelled = move || deadline.is_some_and(|d| Instant::now() >= d);
         let mut last: Option<Instant> = None;
         let mut stop = false;
@@ -681,9 +695,35 @@ async fn run_trial(
             !stop
         };
         runner_data.runner.run(&spec, &cancelled, &mut report)
-    })
-    .await
-    .map_err(|e| WorkerError::Invalid(format!("trial thread: {e}")))?;
+    });
+    let joined = match deadline {
+        Some(d) => tokio::time::timeout_at((d + HANG_GRACE).into(), join).await.ok(),
+        None => Some(join.await),
+    };
+    let (outcome, artifacts) = match joined {
+        Some(r) => r.map_err(|e| WorkerError::Invalid(format!("trial thread: {e}")))?,
+        None => {
+            // A fit that ignores its deadline cannot be stopped from outside: leave its thread
+            // behind and drop the job's runner, whose pool that thread holds, so the next task
+            // of the job prepares a fresh one.
+            tracing::error!(job = %job_id, trial = trial_id.0, "trial hung past its deadline; its thread is abandoned");
+            if let Ok(mut jobs) = shared.jobs.lock() {
+                jobs.retain(|(id, _)| id != job_id);
+            }
+            let outcome = TrialOutcome {
+                id: trial_id,
+                status: TrialStatus::Failed,
+                score: None,
+                fit_seconds: started.elapsed().as_secs_f64(),
+                rounds: None,
+                failure_reason: Some(format!(
+                    "hung: still running {} s past its deadline; abandoned",
+                    HANG_GRACE.as_secs()
+                )),
+            };
+            (outcome, TrialArtifacts::default())
+        }
+    };
     let mut uploaded = Vec::new();
     if outcome.status == TrialStatus::Completed {
         for (name, bytes) in encode_artifacts(&artifacts)? {

@@ -7,6 +7,7 @@
 
 pub mod client;
 mod error;
+pub mod fault;
 pub mod finalize;
 pub mod prepare;
 pub mod run_files;

@@ -113,7 +113,10 @@ impl TrialRunner {
     ) -> (TrialOutcome, TrialArtifacts) {
         let start = Instant::now();
         let result = self.pool.install(|| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.run_folds(spec, cancelled, report)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                crate::fault::at_trial_start(spec.id.0);
+                self.run_folds(spec, cancelled, report)
+            }))
         });
         let fit_seconds = start.elapsed().as_secs_f64();
         let failed = |reason: String| TrialOutcome {

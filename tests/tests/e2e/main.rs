@@ -5,6 +5,7 @@ mod bad_input;
 mod dashboard;
 mod distributed;
 mod explain;
+mod faults;
 mod fit_predict;
 mod forecast;
 mod high_cardinality;

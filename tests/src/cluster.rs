@@ -1,0 +1,244 @@
+//! A cluster on 127.0.0.1 for the end-to-end tests: `quarry serve`, `quarry worker`s,
+//! `redis-server`, and the client commands, with every wait polling under a deadline.
+
+// Test helpers: a failed step is a failed test, so they panic with the reason.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{quarry, quarry_bin, quarry_ok, read_json};
+
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves nothing.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not exit within {within:?}", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether this build has the server side (`quarry serve`); without it these tests cannot run.
+pub fn have_serve() -> bool {
+    let ok = quarry(&["serve", "--help"]).status.success();
+    if !ok {
+        eprintln!("skipped: this quarry has no `serve` command");
+    }
+    ok
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `quarry serve` and waits for its `listening grpc=ADDR` line; returns the URL.
+pub fn serve(store_args: &[&str], grpc: &str, extra: &[&str], log: &Path) -> (Proc, String) {
+    let mut cmd = Command::new(quarry_bin());
+    cmd.args(["serve", "--grpc", grpc]).args(store_args).args(extra);
+    let stderr = std::fs::File::create(log).unwrap();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=")) {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let proc = Proc { child, name: "quarry serve".into() };
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("quarry serve printed no `listening grpc=ADDR`; log:\n{}", read(log)));
+    (proc, format!("http://{addr}"))
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+pub fn worker(url: &str, dir: &Path, n: usize, extra: &[&str]) -> Proc {
+    worker_with_env(url, dir, n, extra, &[])
+}
+
+/// A worker with extra environment variables (`QUARRY_FAULT_INJECT`, …); its log is
+/// `dir/worker{n}.log`.
+pub fn worker_with_env(url: &str, dir: &Path, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let cache = dir.join(format!("worker{n}"));
+    let log = std::fs::File::create(dir.join(format!("worker{n}.log"))).unwrap();
+    let child = Command::new(quarry_bin())
+        .args(["worker", "--coordinator", url, "--threads", "1", "--cache-dir"])
+        .arg(&cache)
+        .args(extra)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc { child, name: format!("worker {n}") }
+}
+
+pub fn submit(url: &str, data: &Path, target: &str, extra: &[&str]) -> String {
+    let mut args = vec!["submit", "--coordinator", url, "--data", data.to_str().unwrap(), "--target", target];
+    args.extend_from_slice(extra);
+    let out = quarry_ok(&args);
+    let id = out.lines().last().unwrap_or_default().trim().to_string();
+    assert!(!id.is_empty() && !id.contains(' '), "submit printed {out:?}");
+    id
+}
+
+/// `quarry status` as (state word, trials finished).
+pub fn status(url: &str, job: &str) -> Option<(String, u64)> {
+    let out = quarry(&["status", "--coordinator", url, job]);
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let state = text.lines().next()?.trim().to_string();
+    let finished = text
+        .lines()
+        .find_map(|l| l.strip_prefix("trials: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Some((state, finished))
+}
+
+/// Polls until `done(state, finished)` holds.
+pub fn wait_for(url: &str, job: &str, within: Duration, done: impl Fn(&str, u64) -> bool) -> (String, u64) {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some((state, n)) = status(url, job) {
+            if done(&state, n) {
+                return (state, n);
+            }
+            assert!(state != "failed" && state != "cancelled", "job {job} ended {state}");
+            last = Some((state, n));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("job {job}: condition not reached within {within:?}; last status {last:?}");
+}
+
+pub fn wait_completed(url: &str, job: &str) {
+    wait_for(url, job, Duration::from_secs(900), |s, _| s == "completed");
+}
+
+pub fn leaderboard(run: &Path) -> Vec<Value> {
+    read_json(&run.join("leaderboard.json")).as_array().cloned().unwrap_or_default()
+}
+
+pub fn trial_ids(board: &[Value]) -> Vec<u64> {
+    let mut ids: Vec<u64> = board.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// `redis-server` on PATH or in the usual system folders (Debian puts it in /usr/bin).
+pub fn redis_server_binary() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/usr/sbin".into(), "/usr/local/bin".into()])
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+/// The stream's length, by a raw RESP `XLEN` (no client library needed in this crate).
+pub fn redis_xlen(port: u16, key: &str) -> i64 {
+    use std::io::{Read, Write};
+    let mut con = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(con, "*2\r\n$4\r\nXLEN\r\n${}\r\n{key}\r\n", key.len()).unwrap();
+    let mut buf = [0u8; 64];
+    let n = con.read(&mut buf).unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    reply
+        .trim()
+        .strip_prefix(':')
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("XLEN answered {reply:?}"))
+}
+
+/// Starts `redis-server` on `port` with its files in `dir` (append-only file on when `aof`,
+/// fsynced on every write, as a deployment that wants the file log's guarantee runs it) and
+/// waits until it accepts connections. `None` when it is not installed; under `CI` (where
+/// scripts/test.sh installs it) that is a failure instead.
+pub fn start_redis(dir: &Path, port: u16, aof: bool) -> Option<Proc> {
+    let Some(redis_server) = redis_server_binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is not installed; scripts/test.sh installs it"
+        );
+        eprintln!("skipped: needs redis-server (scripts/test.sh installs it)");
+        return None;
+    };
+    let appendonly = if aof { "yes" } else { "no" };
+    let redis = Proc {
+        child: Command::new(redis_server)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", appendonly, "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        name: "redis-server".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(redis)
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`, …) to a child with kill(1).
+pub fn signal(proc: &Proc, signal: &str) {
+    let ok = Command::new("kill").arg(signal).arg(proc.child.id().to_string()).status().unwrap().success();
+    assert!(ok, "kill {signal} {} failed", proc.name);
+}
+
+/// Polls until `path` holds `needle`; its text.
+pub fn wait_for_text(path: &Path, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = read(path);
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not get {needle:?} within {within:?}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
