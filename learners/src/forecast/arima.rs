@@ -16,6 +16,9 @@ const KPSS_CRITICAL: f64 = 0.463;
 /// Seasonal strength above which one seasonal difference is taken (as forecast::nsdiffs).
 const SEASONAL_STRENGTH: f64 = 0.64;
 
+/// Nonzero (lag, coefficient) pairs of an expanded lag polynomial.
+type Terms = Vec<(usize, f64)>;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArimaFit {
     pub order: [usize; 3],
@@ -76,7 +79,7 @@ fn pacf_to_ar(r: &[f64]) -> Vec<f64> {
 
 /// Nonzero (lag, coefficient) terms of `(1 + Σ s·a_i B^i)(1 + Σ s·A_j B^{jm})`, negated back
 /// by `s`: with `s = -1` these are the AR terms of φ(B)Φ(B^m), with `s = 1` the MA terms.
-fn expand(a: &[f64], seasonal: &[f64], m: usize, s: f64) -> Vec<(usize, f64)> {
+fn expand(a: &[f64], seasonal: &[f64], m: usize, s: f64) -> Terms {
     let mut poly = vec![0.0; a.len() + seasonal.len() * m + 1];
     let left: Vec<f64> = std::iter::once(1.0).chain(a.iter().map(|c| s * c)).collect();
     let right: Vec<(usize, f64)> = std::iter::once((0, 1.0))
@@ -91,7 +94,7 @@ fn expand(a: &[f64], seasonal: &[f64], m: usize, s: f64) -> Vec<(usize, f64)> {
 }
 
 impl ArimaFit {
-    fn terms(&self) -> (Vec<(usize, f64)>, Vec<(usize, f64)>) {
+    fn terms(&self) -> (Terms, Terms) {
         (expand(&self.ar, &self.sar, self.m, -1.0), expand(&self.ma, &self.sma, self.m, 1.0))
     }
 
