@@ -1,7 +1,7 @@
 //! `quarry fit --task forecast` and `quarry predict` on a forecast run folder.
 //!
 //! Fit: the long table becomes a panel on a regular grid; every candidate forecaster (naive,
-//! seasonal naive, ETS, global ridge / tree models on lag features, on raw or log values) is
+//! seasonal naive, ETS, ARIMA, global ridge / tree models on lag features, on raw or log values) is
 //! scored on rolling-origin windows of `horizon` points; a greedy ensemble over their window
 //! forecasts is refitted on all the history; quantiles come from the ensemble's window
 //! residuals (split conformal, per horizon step).
@@ -168,6 +168,9 @@ fn candidates(
     }
     for &t in &transforms {
         out.push(ForecasterSpec::Ets { transform: t });
+    }
+    for &t in &transforms {
+        out.push(ForecasterSpec::Arima { transform: t });
     }
     for &t in &transforms {
         out.push(ForecasterSpec::Global {
@@ -629,7 +632,7 @@ struct ExportInput<'a> {
     hash: &'a str,
 }
 
-const LOCAL_NOT_EXPORTED: &str = "local models (naive, seasonal naive, ETS) keep per-series state and are not exported: each needs its own series' history and its own recursion, which a fixed ONNX graph over feature rows cannot express";
+const LOCAL_NOT_EXPORTED: &str = "local models (naive, seasonal naive, ETS, ARIMA) keep per-series state and are not exported: each needs its own series' history and its own recursion, which a fixed ONNX graph over feature rows cannot express";
 
 /// Writes `model.onnx`: the one-step global model (the heaviest global member of the ensemble,
 /// else the best-validated global candidate refitted on all the history) with its lag features

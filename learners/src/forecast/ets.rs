@@ -195,7 +195,7 @@ pub fn auto_ets(y: &[f64], m: usize) -> Option<EtsFit> {
 }
 
 /// Minimises `f` from `x0` (standard reflection/expansion/contraction/shrink coefficients).
-fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], max_evals: usize) -> Vec<f64> {
+pub(crate) fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], max_evals: usize) -> Vec<f64> {
     let d = x0.len();
     let mut simplex: Vec<(Vec<f64>, f64)> = Vec::with_capacity(d + 1);
     simplex.push((x0.to_vec(), f(x0)));

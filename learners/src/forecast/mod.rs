@@ -2,6 +2,7 @@
 //! lag features. A fitted forecaster keeps only parameters; it forecasts from whatever history
 //! it is given (the same history it was fitted on), so a saved bundle stores the history too.
 
+pub mod arima;
 pub mod ets;
 pub mod global;
 
@@ -87,6 +88,10 @@ pub enum ForecasterSpec {
     Ets {
         transform: Transform,
     },
+    /// Per-series seasonal ARIMA, orders by AICc ([`arima::auto_arima`]).
+    Arima {
+        transform: Transform,
+    },
     Global {
         transform: Transform,
         learner: GlobalLearner,
@@ -105,6 +110,7 @@ impl ForecasterSpec {
             ForecasterSpec::Naive => "naive".into(),
             ForecasterSpec::SeasonalNaive => "seasonal_naive".into(),
             ForecasterSpec::Ets { transform } => format!("ets{}", transform.name()),
+            ForecasterSpec::Arima { transform } => format!("arima{}", transform.name()),
             ForecasterSpec::Global { transform, learner, covariates, direct, .. } => {
                 let cov = if covariates.is_empty() { "" } else { "_cov" };
                 let strategy = if *direct > 0 { "_direct" } else { "" };
@@ -131,6 +137,11 @@ pub enum FittedForecaster {
     Ets {
         transform: Transform,
         fits: Vec<Option<ets::EtsFit>>,
+    },
+    /// Like `Ets`: one fit per series, `None` falls back to naive.
+    Arima {
+        transform: Transform,
+        fits: Vec<Option<arima::ArimaFit>>,
     },
     Global {
         model: Box<GlobalModel>,
@@ -160,6 +171,35 @@ fn seasonal_naive(values: &[f64], m: usize, steps: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Per-series forecasts of a local model: `f(series index, transformed history, steps)`, in
+/// original units; the last observed value where `f` has no fit or gives a non-finite value.
+fn local_forecasts(
+    series: &[SeriesView],
+    steps: &[usize],
+    transform: Transform,
+    f: impl Fn(usize, &[f64], usize) -> Option<Vec<f64>> + Sync,
+) -> Vec<Vec<f64>> {
+    series
+        .par_iter()
+        .zip(steps)
+        .enumerate()
+        .map(|(i, (s, &h))| {
+            let last = last_observed(s.values);
+            let z = transform.forward_all(s.values, s.scale);
+            match f(i, &z, h) {
+                Some(fc) => fc
+                    .into_iter()
+                    .map(|v| {
+                        let y = transform.inverse(v, s.scale);
+                        if y.is_finite() { y } else { last }
+                    })
+                    .collect(),
+                None => vec![last; h],
+            }
+        })
+        .collect()
+}
+
 /// Fits `spec` on the series (parallel over series for local models).
 pub fn fit(
     spec: &ForecasterSpec,
@@ -177,6 +217,13 @@ pub fn fit(
                 .map(|s| ets::auto_ets(&transform.forward_all(s.values, s.scale), seasonality.max(1)))
                 .collect();
             FittedForecaster::Ets { transform: *transform, fits }
+        }
+        ForecasterSpec::Arima { transform } => {
+            let fits = series
+                .par_iter()
+                .map(|s| arima::auto_arima(&transform.forward_all(s.values, s.scale), seasonality.max(1)))
+                .collect();
+            FittedForecaster::Arima { transform: *transform, fits }
         }
         ForecasterSpec::Global { transform, learner, extra_lags, covariates, direct } => {
             let lag_spec = LagSpec::new(seasonality, extra_lags);
@@ -205,25 +252,16 @@ impl FittedForecaster {
             FittedForecaster::SeasonalNaive { m } => {
                 series.iter().zip(steps).map(|(s, &h)| seasonal_naive(s.values, *m, h)).collect()
             }
-            FittedForecaster::Ets { transform, fits } => series
-                .par_iter()
-                .zip(steps)
-                .enumerate()
-                .map(|(i, (s, &h))| match fits.get(i).and_then(Option::as_ref) {
-                    Some(fit) => {
-                        let z = transform.forward_all(s.values, s.scale);
-                        let last = last_observed(s.values);
-                        fit.forecast(&z, h)
-                            .into_iter()
-                            .map(|v| {
-                                let y = transform.inverse(v, s.scale);
-                                if y.is_finite() { y } else { last }
-                            })
-                            .collect()
-                    }
-                    None => vec![last_observed(s.values); h],
+            FittedForecaster::Ets { transform, fits } => {
+                local_forecasts(series, steps, *transform, |i, z, h| {
+                    Some(fits.get(i)?.as_ref()?.forecast(z, h))
                 })
-                .collect(),
+            }
+            FittedForecaster::Arima { transform, fits } => {
+                local_forecasts(series, steps, *transform, |i, z, h| {
+                    Some(fits.get(i)?.as_ref()?.forecast(z, h))
+                })
+            }
             FittedForecaster::Global { model } => model.forecast(series, freq, steps),
         }
     }
