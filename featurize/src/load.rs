@@ -144,11 +144,28 @@ fn read_csv(path: &Path) -> Result<Table> {
         if n_rows == 0 && batch.num_rows() > 0 {
             reserve_from_sample(&mut columns, &batch, file_len);
         }
+        let first_row = n_rows;
         n_rows += batch.num_rows();
-        for (col, array) in columns.iter_mut().zip(batch.columns()) {
+        for ((col, array), name) in columns.iter_mut().zip(batch.columns()).zip(&names) {
             let strings = array.as_string::<i32>();
+            let (offsets, bytes) = (strings.value_offsets(), strings.values());
             for i in 0..strings.len() {
-                let value = (!strings.is_null(i)).then(|| strings.value(i));
+                // The field's bytes are checked here rather than read with `value(i)`: arrow-csv
+                // can return a field that is not UTF-8 (fuzzing found a multi-byte character cut
+                // by a delimiter), and `&str` methods on it panic.
+                let value = if strings.is_null(i) {
+                    None
+                } else {
+                    let raw = offsets
+                        .get(i)
+                        .zip(offsets.get(i + 1))
+                        .and_then(|(&a, &b)| bytes.get(usize::try_from(a).ok()?..usize::try_from(b).ok()?))
+                        .unwrap_or_default();
+                    Some(std::str::from_utf8(raw).map_err(|e| FeaturizeError::NotUtf8 {
+                        path: path.to_path_buf(),
+                        detail: format!("data row {}, column {name:?}: {e}", first_row + i + 1),
+                    })?)
+                };
                 if !col.push(value) {
                     return Err(FeaturizeError::Parse {
                         path: path.to_path_buf(),
