@@ -76,14 +76,18 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, if var > 1e-24 { var.sqrt() } else { 1.0 })
 }
 
-pub(crate) fn design(prep: &[ColumnPrep], x: &FeatureMatrix) -> Array2<f64> {
-    let width: usize = prep
-        .iter()
+/// Columns of the design matrix `prep` builds.
+pub(crate) fn design_width(prep: &[ColumnPrep]) -> usize {
+    prep.iter()
         .map(|p| match p {
             ColumnPrep::OneHot { n_levels } => *n_levels as usize,
             _ => 1,
         })
-        .sum();
+        .sum()
+}
+
+pub(crate) fn design(prep: &[ColumnPrep], x: &FeatureMatrix) -> Array2<f64> {
+    let width = design_width(prep);
     let mut out = Array2::<f64>::zeros((x.n_rows, width));
     let mut j = 0;
     for (p, c) in prep.iter().zip(&x.columns) {

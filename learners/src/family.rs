@@ -138,6 +138,16 @@ pub enum FittedModel {
 }
 
 impl FittedModel {
+    /// Checks a model read from a bundle against what prediction indexes (tree structure is
+    /// checked while the trees are read).
+    pub(crate) fn check_shape(&self) -> std::result::Result<(), String> {
+        match self {
+            FittedModel::Trees(_) | FittedModel::NaiveBayes(_) => Ok(()),
+            FittedModel::Linear(m) => m.check_shape(),
+            FittedModel::Knn(m) => m.check_shape(),
+        }
+    }
+
     pub fn predict(&self, x: &FeatureMatrix) -> Predictions {
         match self {
             FittedModel::Trees(m) => m.predict(x),

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::design::{ColumnPrep, design, fit_prep};
+use crate::design::{ColumnPrep, design, design_width, fit_prep};
 use crate::error::{Result, TrainError};
 use crate::params::ParamReader;
 
@@ -109,6 +109,30 @@ pub fn fit(x: &FeatureMatrix, y: &Target, task: Task, params: &KnnParams, seed: 
 }
 
 impl KnnModel {
+    /// What `predict` relies on, checked after a bundle is read (a damaged or hand-edited
+    /// bundle must be an error, not an index out of bounds: found by fuzzing `bundle_load`).
+    pub(crate) fn check_shape(&self) -> std::result::Result<(), String> {
+        if self.width != design_width(&self.prep) {
+            return Err(format!(
+                "knn: width {} but the column preparation gives {}",
+                self.width,
+                design_width(&self.prep)
+            ));
+        }
+        if self.targets.is_empty() || self.points.len() != self.targets.len().saturating_mul(self.width) {
+            return Err(format!(
+                "knn: {} stored values for {} rows of width {}",
+                self.points.len(),
+                self.targets.len(),
+                self.width
+            ));
+        }
+        if (self.n_classes > 0) != self.task.is_classification() {
+            return Err("knn: class count does not match the task".into());
+        }
+        Ok(())
+    }
+
     fn n_train(&self) -> usize {
         self.targets.len()
     }

@@ -8,7 +8,7 @@ use ndarray::Array1;
 use quarry_featurize::{FeatureMatrix, Predictions, Target, Task};
 use serde::{Deserialize, Serialize};
 
-use crate::design::{ColumnPrep, design, fit_prep};
+use crate::design::{ColumnPrep, design, design_width, fit_prep};
 use crate::error::{Result, TrainError};
 use crate::params::ParamReader;
 
@@ -124,6 +124,24 @@ pub fn fit(x: &FeatureMatrix, y: &Target, task: Task, params: &LinearParams) -> 
 }
 
 impl LinearModel {
+    /// What `predict` relies on, checked after a bundle is read.
+    pub(crate) fn check_shape(&self) -> std::result::Result<(), String> {
+        let width = design_width(&self.prep);
+        if self.n_outputs == 0
+            || self.intercept.len() != self.n_outputs
+            || self.coef.len() != width.saturating_mul(self.n_outputs)
+        {
+            return Err(format!(
+                "linear: {} coefficients and {} intercepts for {} design columns × {} outputs",
+                self.coef.len(),
+                self.intercept.len(),
+                width,
+                self.n_outputs
+            ));
+        }
+        Ok(())
+    }
+
     pub fn predict(&self, x: &FeatureMatrix) -> Predictions {
         let d = design(&self.prep, x);
         let k = self.n_outputs;

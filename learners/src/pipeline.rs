@@ -113,6 +113,11 @@ impl Pipeline {
                 v.format_version
             )));
         }
-        serde_json::from_slice(&bytes).map_err(|e| TrainError::Bundle(format!("{}: {e}", path.display())))
+        let pipeline: Pipeline = serde_json::from_slice(&bytes)
+            .map_err(|e| TrainError::Bundle(format!("{}: {e}", path.display())))?;
+        for m in &pipeline.members {
+            m.model.check_shape().map_err(|e| TrainError::Bundle(format!("{}: {e}", path.display())))?;
+        }
+        Ok(pipeline)
     }
 }
