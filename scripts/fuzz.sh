@@ -27,6 +27,7 @@ seed load_csv "${csvs[@]}"
 seed featurize "${csvs[@]}"
 seed bundle_load tests/data/bundles/*.json
 seed infer_json fuzz/seeds/infer_json/*.json
+seed load_parquet fuzz/seeds/load_parquet/*
 mkdir -p "$CORPUS/load_parquet" "$CORPUS/proto_decode"
 for t in "${TARGETS[@]}"; do
     echo "== $t: ${SECS}s ($(date -u +%FT%TZ), load: $(cut -d' ' -f1-3 /proc/loadavg))"

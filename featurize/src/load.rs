@@ -52,7 +52,18 @@ pub fn load_table(path: &Path) -> Result<LoadedTable> {
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"));
-    let table = if is_parquet { read_parquet(path)? } else { read_csv(path)? };
+    let table = if is_parquet {
+        // parquet-rs panics on some damaged files (fuzzing found an assertion in its metadata
+        // decoder): a bad file must be an error that names it, not a crash.
+        std::panic::catch_unwind(|| read_parquet(path)).unwrap_or_else(|_| {
+            Err(FeaturizeError::Parse {
+                path: path.to_path_buf(),
+                message: "not a readable parquet file (its metadata is damaged)".to_string(),
+            })
+        })?
+    } else {
+        read_csv(path)?
+    };
     if table.n_rows == 0 {
         return Err(FeaturizeError::NoRows { path: path.to_path_buf() });
     }

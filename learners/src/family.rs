@@ -142,7 +142,8 @@ impl FittedModel {
     /// checked while the trees are read).
     pub(crate) fn check_shape(&self) -> std::result::Result<(), String> {
         match self {
-            FittedModel::Trees(_) | FittedModel::NaiveBayes(_) => Ok(()),
+            FittedModel::Trees(m) => m.check_shape(),
+            FittedModel::NaiveBayes(_) => Ok(()),
             FittedModel::Linear(m) => m.check_shape(),
             FittedModel::Knn(m) => m.check_shape(),
         }

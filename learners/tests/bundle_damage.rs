@@ -45,3 +45,11 @@ fn linear_with_missing_coefficients_is_an_error() {
     v["members"][0]["model"]["coef"].as_array_mut().unwrap().pop();
     assert!(load(&v).unwrap_err().contains("linear:"));
 }
+
+#[test]
+fn trees_with_more_outputs_than_initial_scores_are_an_error() {
+    // The fuzzer's second case: a regression booster whose output count was edited to 3.
+    let mut v = bundle("gbdt_regression.json");
+    v["members"][0]["model"]["n_outputs"] = 3.into();
+    assert!(load(&v).unwrap_err().contains("trees: 1 initial scores for 3 outputs"));
+}

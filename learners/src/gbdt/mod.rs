@@ -183,6 +183,25 @@ pub fn fit(
 }
 
 impl TreeEnsemble {
+    /// What prediction indexes, checked after a bundle is read (fuzzing `bundle_load` found an
+    /// edited output count that panicked); node links are checked while trees are read.
+    pub(crate) fn check_shape(&self) -> std::result::Result<(), String> {
+        if self.n_outputs == 0 || self.init_score.len() != self.n_outputs {
+            return Err(format!(
+                "trees: {} initial scores for {} outputs",
+                self.init_score.len(),
+                self.n_outputs
+            ));
+        }
+        let n = self.features.len();
+        for (t, tree) in self.trees.iter().enumerate() {
+            if tree.nodes.iter().any(|node| !node.is_leaf() && node.feature as usize >= n) {
+                return Err(format!("trees: tree {t} splits on a feature beyond the {n} the model reads"));
+            }
+        }
+        Ok(())
+    }
+
     fn problem(&self) -> Problem {
         Problem {
             task: self.task,
