@@ -242,3 +242,28 @@ pub fn wait_for_text(path: &Path, needle: &str, within: Duration) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A file-store coordinator with a 2 s lease TTL, two workers (0: the one a test harms, 1: the
+/// survivor) and a 16-trial cars job: the set-up of the lease-expiry tests.
+pub struct LeaseCluster {
+    pub server: Proc,
+    pub url: String,
+    pub victim: Proc,
+    pub survivor: Proc,
+    pub job: String,
+}
+
+pub fn lease_cluster(dir: &Path) -> LeaseCluster {
+    let store = dir.join("store");
+    let (server, url) = serve(
+        &["--store", store.to_str().unwrap_or_default()],
+        "127.0.0.1:0",
+        &["--lease-ttl", "2s"],
+        &dir.join("serve.log"),
+    );
+    let victim = worker(&url, dir, 0, &[]);
+    let survivor = worker(&url, dir, 1, &[]);
+    let data = crate::example("cars/train.csv");
+    let job = submit(&url, &data, "Miles_per_Gallon", &["--max-trials", "16", "--seed", "3"]);
+    LeaseCluster { server, url, victim, survivor, job }
+}

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use quarry_tests::cluster::{
-    Proc, free_port, have_serve, leaderboard, read, redis_xlen, serve, start_redis, submit, trial_ids,
-    wait_completed, wait_for, worker,
+    LeaseCluster, Proc, free_port, have_serve, leaderboard, lease_cluster, read, redis_xlen, serve,
+    start_redis, submit, trial_ids, wait_completed, wait_for, worker,
 };
 use quarry_tests::{example, quarry, quarry_ok, read_json};
 use serde_json::Value;
@@ -120,18 +120,9 @@ fn killing_a_worker_mid_trial_loses_no_trial() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    // A short lease TTL: the killed worker's trial is re-issued after 2 s, not 15.
-    let (_server, url) = serve(
-        &["--store", store.to_str().unwrap()],
-        "127.0.0.1:0",
-        &["--lease-ttl", "2s"],
-        &tmp.path().join("serve.log"),
-    );
-    let mut victim = worker(&url, tmp.path(), 0, &[]);
-    let _survivor = worker(&url, tmp.path(), 1, &[]);
-    let job =
-        submit(&url, &example("cars/train.csv"), "Miles_per_Gallon", &["--max-trials", "16", "--seed", "3"]);
+    // A short lease TTL (2 s): the killed worker's trial is re-issued after 2 s, not 15.
+    let LeaseCluster { server: _server, url, mut victim, survivor: _survivor, job } =
+        lease_cluster(tmp.path());
     // Both workers have had trials by the time three finished; the victim is then mid-trial.
     wait_for(&url, &job, Duration::from_secs(300), |_, n| n >= 3);
     victim.kill();

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use quarry_tests::cluster::{
-    Proc, free_port, have_serve, leaderboard, read, serve, signal, start_redis, status, submit, trial_ids,
-    wait_completed, wait_for, wait_for_text, worker, worker_with_env,
+    LeaseCluster, Proc, free_port, have_serve, leaderboard, lease_cluster, read, serve, signal, start_redis,
+    status, submit, trial_ids, wait_completed, wait_for, wait_for_text, worker, worker_with_env,
 };
 use quarry_tests::{example, quarry, quarry_ok};
 
@@ -30,6 +30,15 @@ fn plain(text: &str) -> String {
         }
     }
     out
+}
+
+/// Submits a small cars job that must be refused (its event cannot be logged); returns stderr.
+fn refused_submit(url: &str, data: &Path) -> String {
+    let args =
+        ["submit", "--coordinator", url, "--data", data.to_str().unwrap(), "--target", "Miles_per_Gallon"];
+    let out = quarry(&[&args[..], &["--max-trials", "2"]].concat());
+    assert!(!out.status.success(), "a job was accepted while its event could not be logged");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn assert_alive(proc: &mut Proc) {
@@ -65,19 +74,7 @@ fn redis_restarted_mid_job_loses_no_trial() {
     assert!(text.contains(&redis_url), "the error does not name the Redis URL:\n{text}");
     assert_alive(&mut server);
     // Meanwhile a change is refused at once, naming the event log; reads still work.
-    let out = quarry(&[
-        "submit",
-        "--coordinator",
-        &url,
-        "--data",
-        data.to_str().unwrap(),
-        "--target",
-        "Miles_per_Gallon",
-        "--max-trials",
-        "2",
-    ]);
-    assert!(!out.status.success(), "a job was accepted while its event could not be logged");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_submit(&url, &data);
     assert!(stderr.contains("event log cannot be written"), "submit said: {stderr}");
     assert!(status(&url, &job).is_some(), "status failed while Redis was down");
 
@@ -105,17 +102,8 @@ fn silent_worker_loses_its_lease_and_its_stale_result_is_refused() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let (_server, url) = serve(
-        &["--store", store.to_str().unwrap()],
-        "127.0.0.1:0",
-        &["--lease-ttl", "2s"],
-        &tmp.path().join("serve.log"),
-    );
-    let mut victim = worker(&url, tmp.path(), 0, &[]);
-    let _survivor = worker(&url, tmp.path(), 1, &[]);
-    let job =
-        submit(&url, &example("cars/train.csv"), "Miles_per_Gallon", &["--max-trials", "16", "--seed", "3"]);
+    let LeaseCluster { server: _server, url, mut victim, survivor: _survivor, job } =
+        lease_cluster(tmp.path());
     wait_for(&url, &job, Duration::from_secs(120), |_, n| n >= 2);
     // Stopped, the victim holds a task or has a lease call waiting that the coordinator answers
     // with one: either way a lease of the victim runs out while it sleeps.
@@ -231,19 +219,7 @@ fn disk_full_on_the_file_log_is_survived() {
     assert_alive(&mut server);
     // Reads still work; a change is refused at once with the reason.
     assert!(status(&url, &job).is_some(), "reads fail while the disk is full");
-    let out = quarry(&[
-        "submit",
-        "--coordinator",
-        &url,
-        "--data",
-        data.to_str().unwrap(),
-        "--target",
-        "Miles_per_Gallon",
-        "--max-trials",
-        "2",
-    ]);
-    assert!(!out.status.success(), "a job was accepted while its event could not be logged");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_submit(&url, &data);
     assert!(stderr.contains("No space left on device"), "submit said: {stderr}");
     // The failed append was cut back: the log is whole records only.
     let before = whole_records(&events).expect("a partial record was left in the log on a full disk");
