@@ -143,7 +143,7 @@ impl FittedModel {
     pub(crate) fn check_shape(&self) -> std::result::Result<(), String> {
         match self {
             FittedModel::Trees(m) => m.check_shape(),
-            FittedModel::NaiveBayes(_) => Ok(()),
+            FittedModel::NaiveBayes(m) => m.check_shape(),
             FittedModel::Linear(m) => m.check_shape(),
             FittedModel::Knn(m) => m.check_shape(),
         }

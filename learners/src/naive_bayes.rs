@@ -6,7 +6,7 @@ use quarry_featurize::{FeatureMatrix, Predictions, Target, Task};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::design::{ColumnPrep, design, fit_prep};
+use crate::design::{ColumnPrep, design, design_width, fit_prep};
 use crate::error::{Result, TrainError};
 use crate::params::ParamReader;
 
@@ -159,6 +159,41 @@ pub fn fit(x: &FeatureMatrix, y: &Target, task: Task, params: &NaiveBayesParams)
 }
 
 impl NaiveBayesModel {
+    /// What `predict` indexes, checked after a bundle is read (a damaged bundle found by
+    /// fuzzing `bundle_load` indexed past `cat_log_prob`).
+    pub(crate) fn check_shape(&self) -> std::result::Result<(), String> {
+        let width = design_width(&self.prep);
+        let k = self.class_count.len();
+        let g = self.gaussian.len();
+        let cells = k.checked_mul(g);
+        if k == 0 || cells != Some(self.means.len()) || cells != Some(self.vars.len()) {
+            return Err(format!(
+                "naive_bayes: {} means and {} variances for {k} classes × {g} Gaussian columns",
+                self.means.len(),
+                self.vars.len()
+            ));
+        }
+        if let Some(j) = self.gaussian.iter().find(|&&j| j >= width) {
+            return Err(format!("naive_bayes: Gaussian column {j} outside the {width} design columns"));
+        }
+        let mut cat_width = 0usize;
+        for &(start, n_levels) in &self.blocks {
+            if start.checked_add(n_levels).is_none_or(|end| end > width) {
+                return Err(format!(
+                    "naive_bayes: block of {n_levels} levels at column {start} outside the {width} design columns"
+                ));
+            }
+            cat_width = cat_width.checked_add(n_levels + 1).ok_or("naive_bayes: too many levels")?;
+        }
+        if k.checked_mul(cat_width) != Some(self.cat_log_prob.len()) {
+            return Err(format!(
+                "naive_bayes: {} categorical log-probabilities for {k} classes × {cat_width} levels",
+                self.cat_log_prob.len()
+            ));
+        }
+        Ok(())
+    }
+
     pub fn predict(&self, x: &FeatureMatrix) -> Predictions {
         let d = design(&self.prep, x);
         let k = self.class_count.len();

@@ -53,3 +53,22 @@ fn trees_with_more_outputs_than_initial_scores_are_an_error() {
     v["members"][0]["model"]["n_outputs"] = 3.into();
     assert!(load(&v).unwrap_err().contains("trees: 1 initial scores for 3 outputs"));
 }
+
+#[test]
+fn naive_bayes_with_categorical_tables_too_short_is_an_error() {
+    // The fuzzer's case (scripts/fuzz.sh bundle_load, 2026-11-28): the one-hot blocks promised
+    // more levels than `cat_log_prob` holds, and prediction indexed past its end.
+    let mut v = bundle("naive_bayes.json");
+    v["members"][0]["model"]["cat_log_prob"].as_array_mut().unwrap().pop();
+    let err = load(&v).unwrap_err();
+    assert!(err.contains("categorical log-probabilities"), "{err}");
+
+    let mut v = bundle("naive_bayes.json");
+    let blocks = v["members"][0]["model"]["blocks"].as_array_mut().unwrap();
+    blocks[0][1] = (blocks[0][1].as_u64().unwrap() + 1).into();
+    assert!(load(&v).unwrap_err().contains("naive_bayes: "));
+
+    let mut v = bundle("naive_bayes.json");
+    v["members"][0]["model"]["means"].as_array_mut().unwrap().pop();
+    assert!(load(&v).unwrap_err().contains("means"));
+}
