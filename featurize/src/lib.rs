@@ -12,6 +12,7 @@ pub mod load;
 pub mod matrix;
 pub mod metric;
 pub mod overrides;
+mod parquet_guard;
 pub mod table;
 pub mod target;
 pub mod text;

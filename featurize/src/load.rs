@@ -281,8 +281,10 @@ fn read_parquet(path: &Path) -> Result<Table> {
         path: path.to_path_buf(),
         message: format!("not a readable parquet file ({})", one_line(&e.to_string())),
     };
-    let builder =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(parse_err)?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        crate::parquet_guard::GuardedFile(file),
+    )
+    .map_err(parse_err)?;
     let schema = builder.schema().clone();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     check_unique(path, &names)?;
