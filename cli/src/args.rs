@@ -187,6 +187,23 @@ impl From<SchedulerArg> for quarry_coordinator::SchedulerKind {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SearcherArg {
+    Local,
+    Tpe,
+    Random,
+}
+
+impl From<SearcherArg> for quarry_coordinator::SearcherKind {
+    fn from(s: SearcherArg) -> Self {
+        match s {
+            SearcherArg::Local => quarry_coordinator::SearcherKind::Local,
+            SearcherArg::Tpe => quarry_coordinator::SearcherKind::Tpe,
+            SearcherArg::Random => quarry_coordinator::SearcherKind::Random,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct FitArgs {
     /// Training data (.csv or .parquet), or a registered dataset NAME:VERSION (see --store).
@@ -218,6 +235,10 @@ pub struct FitArgs {
     /// Stops unpromising boosted trials early: fifo (never), median (median stopping rule), asha.
     #[arg(long, value_enum, default_value = "fifo")]
     pub scheduler: SchedulerArg,
+    /// Proposes trials after the zero-shot portfolio: local (cost-frugal moves around each
+    /// family's best), tpe (tree-structured Parzen estimator) or random.
+    #[arg(long, value_enum, default_value = "local")]
+    pub searcher: SearcherArg,
     /// Threads for training (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -121,6 +121,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
             drop_columns: args.fit.columns.drop.clone(),
             group_column: args.fit.group_column.clone(),
             column_types_file,
+            searcher: quarry_coordinator::SearcherKind::from(args.fit.searcher).name().into(),
         };
         let id = client.create_job(spec).await.map_err(|s| status_error("create job", s))?.into_inner().id;
         if !args.wait {

@@ -69,6 +69,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         deadline,
         max_trials: args.max_trials,
         scheduler: args.scheduler.into(),
+        searcher: args.searcher.into(),
     };
     // Time kept after the search: the refit of the current best, plus writing the run folder.
     let reserve = |best: Option<&LeaderboardEntry>| {

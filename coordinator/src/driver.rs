@@ -12,13 +12,15 @@ use std::time::Instant;
 
 use quarry_featurize::Metric;
 use quarry_search::{
-    DataShape, Decision, LocalSearcher, Scheduler, Searcher, Suggestion, TrialId, TrialOutcome, TrialRecord,
-    TrialSpec, TrialStatus,
+    DataShape, Decision, Scheduler, Searcher, Suggestion, TrialId, TrialOutcome, TrialRecord, TrialSpec,
+    TrialStatus,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::job::{JobError, LeaderboardEntry, SchedulerKind, make_scheduler, rank};
+use crate::job::{
+    JobError, LeaderboardEntry, SchedulerKind, SearcherKind, make_scheduler, make_searcher, rank,
+};
 
 /// Trials that may be outstanding (suggested, result not yet told) in deterministic mode.
 pub const DETERMINISM_WINDOW: u64 = 4;
@@ -32,6 +34,7 @@ pub struct DriverConfig {
     pub seed: u64,
     pub max_trials: Option<usize>,
     pub scheduler: SchedulerKind,
+    pub searcher: SearcherKind,
     /// The fixed window above, and trial costs ignored by the searcher (they are timings).
     /// Without it results are told as they arrive and trials issued while workers ask.
     pub deterministic: bool,
@@ -49,7 +52,7 @@ pub enum Next {
 
 pub struct SearchDriver {
     config: DriverConfig,
-    searcher: LocalSearcher,
+    searcher: Box<dyn Searcher + Send>,
     scheduler: Box<dyn Scheduler + Send>,
     issued: u64,
     /// Specs of trials issued and not yet recorded.
@@ -80,7 +83,8 @@ impl SearchDriver {
     pub fn new(config: DriverConfig) -> Result<SearchDriver, JobError> {
         let families: Vec<&str> = config.families.iter().map(String::as_str).collect();
         // The searcher's RNG and each trial's seed derive from the job seed alone.
-        let searcher = LocalSearcher::new(&families, config.shape, ChaCha8Rng::seed_from_u64(config.seed))?;
+        let searcher =
+            make_searcher(config.searcher, &families, config.shape, ChaCha8Rng::seed_from_u64(config.seed))?;
         let scheduler = make_scheduler(config.scheduler);
         Ok(SearchDriver {
             config,
@@ -265,6 +269,7 @@ mod tests {
             seed: 11,
             max_trials: Some(max_trials),
             scheduler: SchedulerKind::Fifo,
+            searcher: SearcherKind::Local,
             deterministic: true,
         }
     }

@@ -375,6 +375,7 @@ fn spec_from_pb(s: pb::JobSpec) -> JobSpec {
         drop_columns: s.drop_columns,
         group_column: s.group_column,
         column_types_file: s.column_types_file,
+        searcher: s.searcher,
     }
 }
 
@@ -394,6 +395,7 @@ fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         drop_columns: s.drop_columns.clone(),
         group_column: s.group_column.clone(),
         column_types_file: s.column_types_file.clone(),
+        searcher: s.searcher.clone(),
     }
 }
 

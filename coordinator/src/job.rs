@@ -2,9 +2,10 @@ use std::time::{Duration, Instant};
 
 use quarry_featurize::Metric;
 use quarry_search::{
-    Asha, Config, DataShape, Decision, FifoScheduler, MedianStopping, Scheduler, TrialId, TrialOutcome,
-    TrialSpec, TrialStatus,
+    Asha, Config, DataShape, Decision, FifoScheduler, LocalSearcher, MedianStopping, RandomSearcher,
+    Scheduler, SearchError, Searcher, TpeSearcher, TrialId, TrialOutcome, TrialSpec, TrialStatus,
 };
+use rand_chacha::ChaCha8Rng;
 
 use crate::driver::{DriverConfig, Next, SearchDriver};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,7 @@ pub struct JobConfig {
     pub deadline: Option<Instant>,
     pub max_trials: Option<usize>,
     pub scheduler: SchedulerKind,
+    pub searcher: SearcherKind,
 }
 
 /// Which scheduler judges trials that report progress (boosted trees, per round).
@@ -51,6 +53,51 @@ pub enum SchedulerKind {
     Fifo,
     Median,
     Asha,
+}
+
+/// Which searcher proposes the trials after the zero-shot portfolio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearcherKind {
+    /// Cost-frugal local moves around each family's best config.
+    #[default]
+    Local,
+    /// Tree-structured Parzen estimator per family.
+    Tpe,
+    /// Uniform sampling (a baseline).
+    Random,
+}
+
+impl SearcherKind {
+    pub fn parse(name: &str) -> Result<SearcherKind, String> {
+        match name {
+            "" | "local" => Ok(SearcherKind::Local),
+            "tpe" => Ok(SearcherKind::Tpe),
+            "random" => Ok(SearcherKind::Random),
+            other => Err(format!("unknown searcher {other:?} (local, tpe or random)")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SearcherKind::Local => "local",
+            SearcherKind::Tpe => "tpe",
+            SearcherKind::Random => "random",
+        }
+    }
+}
+
+pub(crate) fn make_searcher(
+    kind: SearcherKind,
+    families: &[&str],
+    shape: DataShape,
+    rng: ChaCha8Rng,
+) -> Result<Box<dyn Searcher + Send>, SearchError> {
+    Ok(match kind {
+        SearcherKind::Local => Box::new(LocalSearcher::new(families, shape, rng)?),
+        SearcherKind::Tpe => Box::new(TpeSearcher::new(families, shape, rng)?),
+        SearcherKind::Random => Box::new(RandomSearcher::new(families, shape, rng)?),
+    })
 }
 
 /// Rounds before the median rule or ASHA may judge a booster, and trials the median rule
@@ -123,6 +170,7 @@ pub fn run_search(
         seed: config.seed,
         max_trials: config.max_trials,
         scheduler: config.scheduler,
+        searcher: config.searcher,
         deterministic: config.deadline.is_none(),
     })?;
     loop {
@@ -189,6 +237,7 @@ mod tests {
             deadline: None,
             max_trials: Some(max_trials),
             scheduler: SchedulerKind::Fifo,
+            searcher: SearcherKind::Local,
         }
     }
 

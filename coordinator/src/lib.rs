@@ -21,5 +21,8 @@ pub use log::{EventLog, FileLog, LogError, MemoryLog};
 
 pub use job::rank;
 
-pub use job::{JobConfig, JobError, LeaderboardEntry, SchedulerKind, SearchEvent, TrialExecutor, run_search};
+pub use job::{
+    JobConfig, JobError, LeaderboardEntry, SchedulerKind, SearchEvent, SearcherKind, TrialExecutor,
+    run_search,
+};
 pub use quarry_search::{TrialOutcome, TrialSpec};

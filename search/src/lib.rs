@@ -10,6 +10,7 @@ pub mod keep;
 pub mod scheduler;
 pub mod searcher;
 pub mod space;
+pub mod tpe;
 pub mod trial;
 pub mod validation;
 
@@ -21,5 +22,6 @@ pub use scheduler::{Asha, Decision, FifoScheduler, MedianStopping, Scheduler};
 pub use searcher::{FamilyStats, Searcher, Suggestion, TrialRecord};
 pub use searcher::{LocalSearcher, RandomSearcher};
 pub use space::{Config, DataShape, Domain, ParamValue, Space, portfolio, space_for};
+pub use tpe::TpeSearcher;
 pub use trial::{TrialId, TrialOutcome, TrialSpec, TrialStatus};
 pub use validation::{Fold, ValidationKind, ValidationPlan};

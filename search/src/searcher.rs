@@ -52,17 +52,16 @@ fn family_spaces(families: &[&str], shape: DataShape) -> Result<Vec<(String, Spa
     Ok(spaces)
 }
 
-/// Zero-shot portfolio first, then local moves around each family's best config, with the
-/// family picked by how good and how cheap it has been.
-pub struct LocalSearcher {
-    spaces: Vec<(String, Space)>,
+/// The part every model-based searcher shares: the zero-shot portfolio, tried first, then the
+/// family picked by how good and how cheap it has been, from per-family statistics.
+pub(crate) struct FamilyBoard {
+    pub(crate) spaces: Vec<(String, Space)>,
     queue: Vec<(String, Config)>,
-    stats: BTreeMap<String, FamilyStats>,
-    rng: ChaCha8Rng,
+    pub(crate) stats: BTreeMap<String, FamilyStats>,
 }
 
-impl LocalSearcher {
-    pub fn new(families: &[&str], shape: DataShape, rng: ChaCha8Rng) -> Result<LocalSearcher, SearchError> {
+impl FamilyBoard {
+    pub(crate) fn new(families: &[&str], shape: DataShape) -> Result<FamilyBoard, SearchError> {
         let spaces = family_spaces(families, shape)?;
         // Portfolio round-robin: each family's first (cheapest, safest) config, then the seconds.
         let portfolios: Vec<Vec<Config>> = spaces.iter().map(|(f, _)| portfolio(f, shape)).collect();
@@ -82,14 +81,15 @@ impl LocalSearcher {
             queue.insert(0, first);
         }
         queue.reverse();
-        Ok(LocalSearcher { spaces, queue, stats: BTreeMap::new(), rng })
+        Ok(FamilyBoard { spaces, queue, stats: BTreeMap::new() })
     }
 
-    pub fn stats(&self) -> &BTreeMap<String, FamilyStats> {
-        &self.stats
+    /// The next portfolio config, while any is left.
+    pub(crate) fn next_portfolio(&mut self) -> Option<(String, Config)> {
+        self.queue.pop()
     }
 
-    fn pick_family(&mut self) -> Option<usize> {
+    pub(crate) fn pick_family(&self, rng: &mut ChaCha8Rng) -> Option<usize> {
         let usable: Vec<usize> = (0..self.spaces.len())
             .filter(|&k| {
                 let s = self.stats.get(&self.spaces[k].0);
@@ -104,7 +104,7 @@ impl LocalSearcher {
         let leader = usable.iter().copied().min_by(|&a, &b| {
             best_of(a).unwrap_or(f64::INFINITY).total_cmp(&best_of(b).unwrap_or(f64::INFINITY))
         })?;
-        if usable.len() == 1 || self.rng.random_bool(0.6) {
+        if usable.len() == 1 || rng.random_bool(0.6) {
             return Some(leader);
         }
         // Otherwise a challenger, cheaper ones more often.
@@ -118,7 +118,7 @@ impl LocalSearcher {
             })
             .collect();
         let total: f64 = weights.iter().sum();
-        let mut x = self.rng.random_range(0.0..total);
+        let mut x = rng.random_range(0.0..total);
         for (k, w) in others.iter().zip(&weights) {
             if x < *w {
                 return Some(*k);
@@ -127,28 +127,22 @@ impl LocalSearcher {
         }
         others.last().copied()
     }
-}
 
-impl Searcher for LocalSearcher {
-    fn suggest(&mut self) -> Suggestion {
-        if let Some((family, config)) = self.queue.pop() {
-            return Suggestion::Trial { family, config };
-        }
-        let Some(k) = self.pick_family() else { return Suggestion::Finished };
+    /// A local move: near the family's best config (steps shrink as the family accumulates
+    /// trials: explore early, refine later), or a fresh sample.
+    pub(crate) fn local_move(&self, k: usize, rng: &mut ChaCha8Rng) -> Config {
         let (family, space) = &self.spaces[k];
         let stats = self.stats.get(family).cloned().unwrap_or_default();
-        let config = match &stats.best {
-            Some((_, best)) if self.rng.random_bool(0.75) => {
-                // Steps shrink as a family accumulates trials: explore early, refine later.
+        match &stats.best {
+            Some((_, best)) if rng.random_bool(0.75) => {
                 let radius = 0.35 / (1.0 + stats.n_trials as f64 / 4.0).sqrt();
-                space.perturb(best, radius, &mut self.rng)
+                space.perturb(best, radius, rng)
             }
-            _ => space.sample(&mut self.rng),
-        };
-        Suggestion::Trial { family: family.clone(), config }
+            _ => space.sample(rng),
+        }
     }
 
-    fn on_trial_complete(&mut self, record: &TrialRecord) {
+    pub(crate) fn record(&mut self, record: &TrialRecord) {
         let s = self.stats.entry(record.family.clone()).or_default();
         s.n_trials += 1;
         s.total_cost += record.cost;
@@ -160,6 +154,39 @@ impl Searcher for LocalSearcher {
             }
             _ => s.n_failed += 1,
         }
+    }
+}
+
+/// Zero-shot portfolio first, then local moves around each family's best config (cost-frugal
+/// local search in the spirit of FLAML's CFO), with the family picked by how good and how
+/// cheap it has been.
+pub struct LocalSearcher {
+    board: FamilyBoard,
+    rng: ChaCha8Rng,
+}
+
+impl LocalSearcher {
+    pub fn new(families: &[&str], shape: DataShape, rng: ChaCha8Rng) -> Result<LocalSearcher, SearchError> {
+        Ok(LocalSearcher { board: FamilyBoard::new(families, shape)?, rng })
+    }
+
+    pub fn stats(&self) -> &BTreeMap<String, FamilyStats> {
+        &self.board.stats
+    }
+}
+
+impl Searcher for LocalSearcher {
+    fn suggest(&mut self) -> Suggestion {
+        if let Some((family, config)) = self.board.next_portfolio() {
+            return Suggestion::Trial { family, config };
+        }
+        let Some(k) = self.board.pick_family(&mut self.rng) else { return Suggestion::Finished };
+        let config = self.board.local_move(k, &mut self.rng);
+        Suggestion::Trial { family: self.board.spaces[k].0.clone(), config }
+    }
+
+    fn on_trial_complete(&mut self, record: &TrialRecord) {
+        self.board.record(record);
     }
 }
 
@@ -246,6 +273,11 @@ mod tests {
             }),
             ("random", |seed| {
                 Box::new(RandomSearcher::new(&FAMILIES, shape(), ChaCha8Rng::seed_from_u64(seed)).unwrap())
+            }),
+            ("tpe", |seed| {
+                Box::new(
+                    crate::TpeSearcher::new(&FAMILIES, shape(), ChaCha8Rng::seed_from_u64(seed)).unwrap(),
+                )
             }),
         ]
     }
