@@ -12,7 +12,7 @@ use quarry_search::{DataShape, Decision, TrialId, TrialOutcome, TrialSpec, Trial
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{DriverConfig, Next, SearchDriver};
-use crate::job::{LeaderboardEntry, SchedulerKind};
+use crate::job::{LeaderboardEntry, SchedulerKind, SearcherKind};
 use crate::keep::KeepSet;
 
 /// A lease not renewed within this long expires and its task is re-queued.
@@ -67,6 +67,9 @@ pub struct JobSpec {
     pub drop_columns: Vec<String>,
     pub group_column: Option<String>,
     pub column_types_file: Option<String>,
+    /// "local", "tpe" or "random"; empty means local (logs written before it existed).
+    #[serde(default)]
+    pub searcher: String,
 }
 
 /// What the prepare task found out about the data.
@@ -134,6 +137,10 @@ pub enum Event {
         task: TaskKey,
         worker: String,
         attempt: u32,
+        /// When it was leased: a job's budget runs from its first lease. 0 in logs written
+        /// before the field existed (the job's creation time is used then).
+        #[serde(default)]
+        at_ms: u64,
     },
     /// A lease ended without a result (expired, or the worker gave up): retry or give up.
     Released {
@@ -257,6 +264,9 @@ pub struct Job {
     pub spec: JobSpec,
     pub state: JobState,
     pub created_ms: u64,
+    /// When its first task was leased: the budget runs from here, not from the submission,
+    /// so time spent queued behind other jobs is not taken from it.
+    pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub reason: Option<String>,
     pub shape: Option<PreparedShape>,
@@ -299,7 +309,7 @@ impl Job {
     }
 
     fn deadline_ms(&self) -> Option<u64> {
-        self.spec.budget_ms.map(|b| self.created_ms + b)
+        self.spec.budget_ms.map(|b| self.started_ms.unwrap_or(self.created_ms) + b)
     }
 
     /// The time kept for finalize after the search, as `quarry fit` keeps it.
@@ -445,6 +455,7 @@ impl Coordinator {
                         spec: spec.clone(),
                         state: JobState::Queued,
                         created_ms: *at_ms,
+                        started_ms: None,
                         finished_ms: None,
                         reason: None,
                         shape: None,
@@ -458,9 +469,12 @@ impl Coordinator {
                 );
                 self.order.push(job.clone());
             }
-            Event::Leased { token, job, task, worker, attempt } => {
+            Event::Leased { token, job, task, worker, attempt, at_ms } => {
                 self.next_token = self.next_token.max(token + 1);
                 if let Some(j) = self.jobs.get_mut(job) {
+                    if j.started_ms.is_none() {
+                        j.started_ms = Some(if *at_ms > 0 { *at_ms } else { j.created_ms });
+                    }
                     if let Some(pos) = j.queue.iter().position(|(k, _)| k == task) {
                         j.queue.remove(pos);
                     }
@@ -630,6 +644,7 @@ impl Coordinator {
             return Err(StateError::InvalidSpec("max_trials must be at least 1".into()));
         }
         scheduler_kind(&spec.scheduler).map_err(StateError::InvalidSpec)?;
+        SearcherKind::parse(&spec.searcher).map_err(StateError::InvalidSpec)?;
         if spec.budget_ms.is_none() && spec.max_trials.is_none() {
             // The same default as `quarry fit`.
             spec.budget_ms = Some(60_000);
@@ -672,13 +687,26 @@ impl Coordinator {
         expired.len()
     }
 
-    /// A task for this worker, if any job has one: round-robin over running jobs.
+    /// A task for this worker, if any job has one: round-robin over running jobs; a queued
+    /// job starts (oldest first) only when no running job has work for this worker. Its
+    /// budget starts then too, so twenty jobs submitted to four workers queue instead of
+    /// each spending its budget waiting for a share of the workers.
     pub fn lease_task(&mut self, worker: &str, now: Now) -> Result<Option<LeasedTask>, StateError> {
         self.heartbeat(worker, now)?;
         let gpu = self.workers.get(worker).is_some_and(|w| w.gpus > 0);
         let n = self.order.len();
-        for k in 0..n {
-            let idx = (self.rr + k) % n;
+        let running = |c: &Coordinator, idx: usize| {
+            c.jobs.get(&c.order[idx]).is_some_and(|j| j.state == JobState::Running)
+        };
+        let candidates: Vec<usize> =
+            (0..n)
+                .map(|k| (self.rr + k) % n)
+                .filter(|&idx| running(self, idx))
+                .chain((0..n).filter(|&idx| {
+                    self.jobs.get(&self.order[idx]).is_some_and(|j| j.state == JobState::Queued)
+                }))
+                .collect();
+        for idx in candidates {
             let id = self.order[idx].clone();
             if let Some(key) = self.next_task_of(&id, gpu, now) {
                 self.rr = idx + 1;
@@ -689,7 +717,14 @@ impl Coordinator {
                     .and_then(|j| j.queue.iter().find(|(k, _)| *k == key))
                     .map_or(1, |q| q.1);
                 self.emit(
-                    Event::Leased { token, job: id.clone(), task: key, worker: worker.to_string(), attempt },
+                    Event::Leased {
+                        token,
+                        job: id.clone(),
+                        task: key,
+                        worker: worker.to_string(),
+                        attempt,
+                        at_ms: now.unix_ms,
+                    },
                     now,
                 );
                 return Ok(self.describe(token, now));
@@ -756,7 +791,8 @@ impl Coordinator {
                 prepare_artifacts: j.prepare_artifacts.clone(),
                 shape: j.shape.clone().unwrap_or_default(),
                 deadline_ms: j.deadline_ms(),
-                elapsed_seconds: now.unix_ms.saturating_sub(j.created_ms) as f64 / 1000.0,
+                elapsed_seconds: now.unix_ms.saturating_sub(j.started_ms.unwrap_or(j.created_ms)) as f64
+                    / 1000.0,
             }),
         };
         Some(LeasedTask { token, job: lease.job.clone(), attempt: lease.attempt, spec: j.spec.clone(), kind })
@@ -868,6 +904,7 @@ fn driver_for(spec: &JobSpec, shape: &PreparedShape) -> Result<SearchDriver, Str
     let metric = Metric::parse(&shape.metric)
         .map_err(|e| format!("prepare reported metric {:?}: {e}", shape.metric))?;
     let scheduler = scheduler_kind(&spec.scheduler)?;
+    let searcher = SearcherKind::parse(&spec.searcher)?;
     if shape.families.is_empty() {
         return Err("prepare reported no model families".into());
     }
@@ -882,6 +919,7 @@ fn driver_for(spec: &JobSpec, shape: &PreparedShape) -> Result<SearchDriver, Str
         seed: spec.seed,
         max_trials: spec.max_trials.map(|m| m as usize),
         scheduler,
+        searcher,
         deterministic: spec.budget_ms.is_none(),
     })
     .map_err(|e| e.to_string())
@@ -945,6 +983,44 @@ mod tests {
             LeasedKind::Trial { spec, .. } => spec.clone(),
             other => panic!("expected a trial, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_queued_job_waits_for_running_ones_and_its_budget_starts_at_its_first_lease() {
+        let now = Now::system();
+        let mut c = Coordinator::new(TTL);
+        let w = c.register("w", 0, 1, now);
+        let budget = |c: &mut Coordinator| {
+            let s = JobSpec { budget_ms: Some(60_000), max_trials: None, ..spec(0) };
+            c.create_job(s, now).unwrap()
+        };
+        let (first, second) = (budget(&mut c), budget(&mut c));
+        let t = c.lease_task(&w, now).unwrap().unwrap();
+        assert_eq!((t.job.as_str(), matches!(t.kind, LeasedKind::Prepare)), (first.as_str(), true));
+        c.complete(t.token, TaskResult::Prepare(shape()), vec![], now).unwrap();
+        // The first job always has another trial to give, so the second stays queued.
+        for k in 0..3 {
+            let t = c.lease_task(&w, now.plus_ms(k * 1000)).unwrap().unwrap();
+            assert_eq!(t.job, first, "lease {k}");
+        }
+        assert_eq!(c.job(&second).unwrap().state, JobState::Queued);
+        assert_eq!(c.job(&second).unwrap().started_ms, None);
+        // Another worker with nothing left of the first job (a closed search) starts the second;
+        // its budget counts from then, not from its submission.
+        c.cancel(&first, now).unwrap();
+        let later = now.plus_ms(50_000);
+        let t = c.lease_task(&w, later).unwrap().unwrap();
+        assert_eq!((t.job.as_str(), matches!(t.kind, LeasedKind::Prepare)), (second.as_str(), true));
+        let j = c.job(&second).unwrap();
+        assert_eq!((j.state, j.started_ms), (JobState::Running, Some(later.unix_ms)));
+        assert_eq!(j.deadline_ms(), Some(later.unix_ms + 60_000));
+        // Replaying the log gives the same start (the lease carries its time).
+        let events = c.take_pending();
+        let mut replayed = Coordinator::new(TTL);
+        for e in &events {
+            replayed.apply(e, Now::system(), true);
+        }
+        assert_eq!(replayed.job(&second).unwrap().started_ms, Some(later.unix_ms));
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub fn job_summary(j: &Job) -> Value {
         "trials_finished": j.trials_finished(),
         "trials_started": j.trials_started(),
         "created_unix_ms": j.created_ms,
+        "started_unix_ms": j.started_ms,
         "finished_unix_ms": j.finished_ms,
         "elapsed_seconds": end.saturating_sub(j.created_ms) as f64 / 1000.0,
         "reason": j.reason,
