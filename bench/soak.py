@@ -181,8 +181,11 @@ def main():
         done = sum(1 for j in submitted if states.get(j, {}).get("state") in ("completed", "failed", "cancelled"))
         print(f"  t={time.time() - started:5.0f}s jobs submitted {len(submitted)} ended {done} "
               f"coordinator {samples[-1][1] or 0:.0f} MB", file=sys.stderr, flush=True)
-    # Let the jobs in flight end: their budgets plus finalize, with a generous margin.
-    wait_until = time.time() + seconds(args.budget) * 3 + 120
+    # Let the jobs in flight end. Queued jobs start only as running ones finish (a job's
+    # budget runs from its first lease), so allow for them running a few at a time.
+    states = c.jobs()
+    left = sum(1 for j in submitted if states.get(j, {}).get("state") not in ("completed", "failed", "cancelled"))
+    wait_until = time.time() + (left / max(args.workers, 1) + 2) * (seconds(args.budget) * 1.5 + 15) + 120
     while time.time() < wait_until:
         states = c.jobs()
         sample()
@@ -207,7 +210,9 @@ def main():
             if status == "failed":
                 reason = str(o.get("failure_reason") or "?")[:120]
                 reasons[reason] = reasons.get(reason, 0) + 1
-    lost = sorted(issued - finished)
+    # Only jobs that ended can have lost a trial; one still running has trials in flight.
+    ended = {j for j in submitted if states.get(j, {}).get("state") in ("completed", "failed", "cancelled")}
+    lost = sorted(k for k in issued - finished if k[0] in ended)
     by_state = {}
     for j in submitted:
         s = states.get(j, {}).get("state", "unknown")

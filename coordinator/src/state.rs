@@ -398,8 +398,16 @@ impl Coordinator {
         std::mem::take(&mut self.pending)
     }
 
+    /// Blobs evicted since the last call that nothing references any more. Blobs are
+    /// content-addressed, so another trial or job may hold the same bytes (the same config on
+    /// the same data): the soak test (bench/soak.py) found finalize failing on a blob that
+    /// another job had evicted.
     pub fn take_garbage(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.garbage)
+        let mut garbage = std::mem::take(&mut self.garbage);
+        garbage.sort_unstable();
+        garbage.dedup();
+        garbage.retain(|h| !self.referenced_blobs().any(|r| r == h));
+        garbage
     }
 
     pub fn job(&self, id: &str) -> Option<&Job> {
@@ -1021,6 +1029,31 @@ mod tests {
             replayed.apply(e, Now::system(), true);
         }
         assert_eq!(replayed.job(&second).unwrap().started_ms, Some(later.unix_ms));
+    }
+
+    #[test]
+    fn an_evicted_blob_that_another_trial_holds_is_not_garbage() {
+        let now = Now::system();
+        let (mut c, w, _job, _) = prepared(60, now);
+        let artifact = |hash: &str| Artifact { name: "oof.bin".into(), hash: hash.into(), size: 1 };
+        let mut garbage = Vec::new();
+        for n in 1..=60u64 {
+            let t = c.lease_task(&w, now).unwrap().unwrap();
+            let spec = trial_of(&t);
+            // Trial 1 scores worst and trial 2 best, with the same bytes; the rest in between.
+            let (score, hash) = match n {
+                1 => (0.01, "shared".to_string()),
+                2 => (0.99, "shared".to_string()),
+                _ => (0.5 + n as f64 / 1000.0, format!("h{n}")),
+            };
+            let outcome = TrialOutcome { score: Some(score), ..outcome(&spec) };
+            c.complete(t.token, TaskResult::Trial(outcome), vec![artifact(&hash)], now).unwrap();
+            garbage.extend(c.take_garbage());
+        }
+        assert!(!garbage.is_empty(), "nothing was evicted; the test needs more trials");
+        assert!(!garbage.contains(&"shared".to_string()), "{garbage:?}");
+        assert!(c.referenced_blobs().any(|h| h == "shared"));
+        assert!(garbage.iter().all(|h| !c.referenced_blobs().any(|r| r == h)));
     }
 
     #[test]
