@@ -242,6 +242,11 @@ pub struct FitArgs {
     /// Threads for training (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Heap limit for trials, e.g. 512MiB, 2GiB (default: no limit). Each trial's memory is
+    /// estimated first: one that would not fit is downsized (tree ensembles) or recorded as
+    /// failed, and one whose live heap still goes over is stopped and recorded as failed.
+    #[arg(long, value_parser = crate::memory::parse_limit)]
+    pub memory_limit: Option<u64>,
     /// Run folder (default runs/<timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,

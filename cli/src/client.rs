@@ -73,6 +73,9 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     if args.fit.threads.is_some() {
         bail!("--threads is a worker setting: pass it to `quarry worker`");
     }
+    if args.fit.memory_limit.is_some() {
+        bail!("--memory-limit is a worker setting: pass it to `quarry worker`");
+    }
     let budget = match (args.fit.budget, args.fit.max_trials) {
         (Some(b), _) => Some(b),
         (None, Some(_)) => None,

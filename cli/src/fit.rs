@@ -52,7 +52,10 @@ pub fn run(args: FitArgs) -> Result<()> {
     let plan_kind = plan.kind;
     let grouped_by = args.group_column.clone().filter(|_| plan.grouped);
     let target_encodings = (!target_encodings.is_empty()).then_some(target_encodings);
-    let runner = TrialRunner::new(TrialData { x, y, task, metric, plan, target_encodings }, threads)?;
+    let mut runner = TrialRunner::new(TrialData { x, y, task, metric, plan, target_encodings }, threads)?;
+    if let Some(limit) = args.memory_limit {
+        runner.set_memory_budget(std::sync::Arc::new(quarry_worker::MemoryBudget::new(limit)));
+    }
 
     let out_dir = match &args.out {
         Some(d) => d.clone(),

@@ -8,6 +8,7 @@ mod export;
 mod final_model;
 mod fit;
 mod forecast;
+mod memory;
 mod output;
 mod predict;
 mod prepare;
@@ -28,6 +29,7 @@ use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    memory::install_probe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("QUARRY_LOG")

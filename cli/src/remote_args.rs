@@ -44,6 +44,12 @@ pub struct WorkerArgs {
     /// job's deadline) is recorded as failed and its thread abandoned.
     #[arg(long, value_parser = crate::args::parse_duration)]
     pub trial_timeout: Option<std::time::Duration>,
+    /// Heap limit for this worker's trials together, e.g. 512MiB, 2GiB (default: no limit).
+    /// Each trial's memory is estimated first: one that would not fit is downsized (tree
+    /// ensembles) or recorded as failed, one that fits only beside fewer running trials waits,
+    /// and one whose live heap still goes over is stopped and recorded as failed.
+    #[arg(long, value_parser = crate::memory::parse_limit)]
+    pub memory_limit: Option<u64>,
 }
 
 #[derive(Args)]

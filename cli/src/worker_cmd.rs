@@ -24,6 +24,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         config.protocol_version = v;
     }
     config.trial_timeout = args.trial_timeout;
+    config.memory_limit = args.memory_limit;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     eprintln!("worker: connecting to {} with {} slot(s)", config.coordinator, config.slots);
     runtime.block_on(run_worker(config))?;

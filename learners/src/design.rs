@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Categoricals with at most this many levels are one-hot encoded; larger ones are
 /// frequency-encoded, since one-hot of 254 levels on 300k rows would not fit a dense matrix.
-const MAX_ONE_HOT: u32 = 32;
+pub(crate) const MAX_ONE_HOT: u32 = 32;
 
 /// How one feature column becomes design-matrix columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

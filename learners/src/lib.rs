@@ -8,6 +8,7 @@ pub mod forecast;
 pub mod gbdt;
 pub mod knn;
 pub mod linear;
+pub mod memory;
 pub mod naive_bayes;
 pub mod onnx;
 pub mod params;

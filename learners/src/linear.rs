@@ -68,7 +68,7 @@ pub struct LinearModel {
 
 /// Rows a linear fit sees at most. A linear model's coefficients settle long before 300k rows,
 /// and linfa's solvers cannot be interrupted, so large data is thinned (every k-th row, no RNG).
-const MAX_FIT_ROWS: usize = 50_000;
+pub(crate) const MAX_FIT_ROWS: usize = 50_000;
 
 pub fn fit(x: &FeatureMatrix, y: &Target, task: Task, params: &LinearParams) -> Result<LinearModel> {
     params.check()?;

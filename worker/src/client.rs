@@ -55,6 +55,8 @@ pub struct WorkerConfig {
     /// The longest a trial may run (besides the job's own deadline). A trial still running
     /// [`HANG_GRACE`] past its limit is recorded as failed and its thread abandoned.
     pub trial_timeout: Option<Duration>,
+    /// `--memory-limit`: trials are admitted under it (see [`crate::memory`]); `None`: no limit.
+    pub memory_limit: Option<u64>,
 }
 
 /// How long a trial gets, past its deadline, to notice it and stop before it counts as hung.
@@ -73,6 +75,7 @@ impl WorkerConfig {
             cache_dir: std::env::temp_dir().join("quarry-worker-cache"),
             protocol_version: PROTOCOL_VERSION,
             trial_timeout: None,
+            memory_limit: None,
         }
     }
 }
@@ -163,6 +166,8 @@ struct Shared {
     register_lock: tokio::sync::Mutex<()>,
     jobs: Mutex<Vec<(String, JobCell)>>,
     lease_ttl: Mutex<Duration>,
+    /// One budget for all slots and jobs: concurrent trials must fit together.
+    memory: Option<Arc<crate::MemoryBudget>>,
 }
 
 /// Runs until a fatal error (wrong token, protocol mismatch). Slots lease and run tasks in
@@ -175,12 +180,13 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), WorkerError> {
     std::fs::create_dir_all(&config.cache_dir)
         .map_err(|error| WorkerError::Io { path: config.cache_dir.clone(), error })?;
     let shared = Arc::new(Shared {
-        config,
         client,
         worker_id: tokio::sync::RwLock::new(String::new()),
         register_lock: tokio::sync::Mutex::new(()),
         jobs: Mutex::new(Vec::new()),
         lease_ttl: Mutex::new(Duration::from_secs(30)),
+        memory: config.memory_limit.map(|l| Arc::new(crate::MemoryBudget::new(l))),
+        config,
     });
     register(&shared, "").await?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -432,7 +438,15 @@ async fn job_data(shared: &Arc<Shared>, task: &pb::Task) -> Result<Arc<JobData>,
                 Err(e) => return Err(e.to_string()),
             };
             let threads = shared.config.threads;
-            match tokio::task::spawn_blocking(move || prepare_job(&path, &spec, threads)).await {
+            let memory = shared.memory.clone();
+            let prepare = move || {
+                let mut data = prepare_job(&path, &spec, threads)?;
+                if let Some(budget) = memory {
+                    data.runner.set_memory_budget(budget);
+                }
+                Ok::<_, WorkerError>(data)
+            };
+            match tokio::task::spawn_blocking(prepare).await {
                 Ok(Ok(data)) => Ok(Arc::new(data)),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(format!("prepare panicked: {e}")),

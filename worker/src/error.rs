@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use quarry_learners::memory::human_bytes;
+
 /// Everything that can go wrong on the worker side: preparing data, running trials, assembling
 /// the final model, talking to a coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,12 @@ pub enum WorkerError {
     Json(#[from] serde_json::Error),
     #[error("{call} failed ({code}): {message}")]
     Rpc { call: String, code: String, message: String },
+    /// Admission: the trial's estimated heap does not fit the limit, even downsized.
+    #[error("memory: needs ~{}, --memory-limit is {}", human_bytes(*.needs), human_bytes(*.limit))]
+    MemoryRefused { needs: u64, limit: u64 },
+    /// The runtime guard: the live heap went over the limit while the trial ran.
+    #[error("memory: live heap {} exceeded --memory-limit {}", human_bytes(*.live), human_bytes(*.limit))]
+    MemoryExceeded { live: u64, limit: u64 },
     /// The coordinator will not have this worker (wrong token, protocol version).
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),

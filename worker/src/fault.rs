@@ -1,9 +1,14 @@
 //! Test-only fault injection, compiled in always and inert unless `QUARRY_FAULT_INJECT` is set
 //! (the end-to-end fault tests set it on a `quarry worker`). The value is a comma-separated list
-//! of `panic@trial=N` (trial N panics inside its fit) and `hang@trial=N` (trial N blocks forever
-//! without polling its deadline, like a fit stuck in a loop). Unknown entries are ignored.
+//! of `panic@trial=N` (trial N panics inside its fit), `hang@trial=N` (trial N blocks forever
+//! without polling its deadline, like a fit stuck in a loop) and `alloc@trial=N` (trial N holds
+//! a buffer as large as the memory limit, 1 GiB without one, while it fits: the runtime memory
+//! guard must stop it; the buffer is zeroed lazily by the OS, so it costs address space, not
+//! RAM). Unknown entries are ignored.
 
 use std::sync::OnceLock;
+
+use crate::memory::MemoryBudget;
 
 pub const ENV: &str = "QUARRY_FAULT_INJECT";
 
@@ -11,6 +16,7 @@ pub const ENV: &str = "QUARRY_FAULT_INJECT";
 enum Fault {
     Panic(u64),
     Hang(u64),
+    Alloc(u64),
 }
 
 fn parse(text: &str) -> Vec<Fault> {
@@ -21,6 +27,7 @@ fn parse(text: &str) -> Vec<Fault> {
             match kind {
                 "panic" => Some(Fault::Panic(trial)),
                 "hang" => Some(Fault::Hang(trial)),
+                "alloc" => Some(Fault::Alloc(trial)),
                 _ => None,
             }
         })
@@ -32,8 +39,9 @@ fn faults() -> &'static [Fault] {
     FAULTS.get_or_init(|| std::env::var(ENV).map(|v| parse(&v)).unwrap_or_default())
 }
 
-/// Called at the start of every trial's fit.
-pub(crate) fn at_trial_start(trial: u64) {
+/// Called at the start of every trial's fit; what it returns is held until the trial ends.
+pub(crate) fn at_trial_start(trial: u64, memory: Option<&MemoryBudget>) -> Option<Vec<u8>> {
+    let mut held = None;
     for fault in faults() {
         match *fault {
             Fault::Panic(t) if t == trial => panic!("injected fault ({ENV}): panic in trial {trial}"),
@@ -43,9 +51,15 @@ pub(crate) fn at_trial_start(trial: u64) {
                     std::thread::park();
                 }
             }
+            Fault::Alloc(t) if t == trial => {
+                let bytes = memory.map_or(1 << 30, MemoryBudget::limit) as usize;
+                tracing::warn!(trial, bytes, "injected fault ({ENV}): holding a large buffer");
+                held = Some(vec![0u8; bytes]);
+            }
             _ => {}
         }
     }
+    held
 }
 
 #[cfg(test)]
@@ -55,8 +69,8 @@ mod tests {
     #[test]
     fn parses_the_documented_forms_and_ignores_the_rest() {
         assert_eq!(
-            parse("panic@trial=3, hang@trial=5,oops,crash@trial=1,panic@trial=x"),
-            vec![Fault::Panic(3), Fault::Hang(5)]
+            parse("panic@trial=3, hang@trial=5,oops,crash@trial=1,panic@trial=x,alloc@trial=2"),
+            vec![Fault::Panic(3), Fault::Hang(5), Fault::Alloc(2)]
         );
         assert!(parse("").is_empty());
     }

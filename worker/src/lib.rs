@@ -9,11 +9,13 @@ pub mod client;
 mod error;
 pub mod fault;
 pub mod finalize;
+pub mod memory;
 pub mod prepare;
 pub mod run_files;
 mod runner;
 
 pub use error::WorkerError;
 pub use finalize::{FinalModel, FinishedTrial, KeptTrials, final_members};
+pub use memory::MemoryBudget;
 pub use prepare::{PrepareOptions, Prepared, prepare};
 pub use runner::{FoldModels, TrialArtifacts, TrialData, TrialRunner};

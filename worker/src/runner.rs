@@ -1,11 +1,14 @@
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Instant;
 
 use quarry_featurize::{FeatureMatrix, Metric, Predictions, Target, TargetEncodings, Task};
-use quarry_learners::{Family, FittedModel, ParamMap, check_params, fit};
+use quarry_learners::memory::MemoryShape;
+use quarry_learners::{CheckedSpec, Family, FittedModel, ParamMap, check_params, fit};
 use quarry_search::{TrialOutcome, TrialSpec, TrialStatus, ValidationPlan};
 
 use crate::WorkerError;
+use crate::memory::MemoryBudget;
 
 /// Boosting rounds a trial may use; early stopping on the fold's validation rows decides.
 const MAX_BOOSTING_ROUNDS: usize = 3000;
@@ -47,6 +50,10 @@ pub struct TrialRunner {
     validated_target: Target,
     /// Row index → position in `validated`.
     position: Vec<usize>,
+    /// The memory limit trials are admitted under (`--memory-limit`); `None`: no limit.
+    memory: Option<Arc<MemoryBudget>>,
+    /// The shape of one fold's fit, what trial memory estimates read.
+    fold_shape: MemoryShape,
 }
 
 fn param_map(spec: &TrialSpec) -> ParamMap {
@@ -61,7 +68,7 @@ impl TrialRunner {
             .build()
             .map_err(|e| WorkerError::Pool { threads, message: e.to_string() })?;
         // Materialise fold views once: every trial reuses them.
-        let fold_views = data
+        let fold_views: Vec<(FeatureMatrix, Target, FeatureMatrix, Target)> = data
             .plan
             .folds
             .iter()
@@ -85,7 +92,34 @@ impl TrialRunner {
             position[row] = p;
         }
         let validated_target = data.y.select_rows(&validated);
-        Ok(TrialRunner { data, pool, fold_views, validated, validated_target, position })
+        let classes = match &data.y {
+            Target::Classes { classes, .. } => classes.len(),
+            Target::Values(_) => 0,
+        };
+        let fold_shape = match fold_views.first() {
+            Some((xt, _, xv, _)) => MemoryShape::of(xt, xv.n_rows, data.task, classes),
+            None => MemoryShape::of(&data.x, 0, data.task, classes),
+        };
+        Ok(TrialRunner {
+            data,
+            pool,
+            fold_views,
+            validated,
+            validated_target,
+            position,
+            memory: None,
+            fold_shape,
+        })
+    }
+
+    /// Admits every later trial and refit under `budget` (see [`crate::memory`]).
+    pub fn set_memory_budget(&mut self, budget: Arc<MemoryBudget>) {
+        self.memory = Some(budget);
+    }
+
+    /// Bytes of the out-of-fold predictions a trial keeps.
+    fn oof_bytes(&self) -> u64 {
+        (self.validated.len() * self.fold_shape.classes.max(1) * 8) as u64
     }
 
     pub fn data(&self) -> &TrialData {
@@ -113,9 +147,31 @@ impl TrialRunner {
     ) -> (TrialOutcome, TrialArtifacts) {
         let start = Instant::now();
         let result = self.pool.install(|| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| {
-                crate::fault::at_trial_start(spec.id.0);
-                self.run_folds(spec, cancelled, report)
+            std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<FoldsResult, WorkerError> {
+                let (family, checked) = trial_spec(spec)?;
+                // Admission happens before the trial allocates anything; the reservation is
+                // held until its models and predictions are handed back.
+                let (_reservation, checked, note) = match &self.memory {
+                    Some(budget) => {
+                        match budget.admit(
+                            &checked,
+                            &self.fold_shape,
+                            self.fold_views.len(),
+                            self.oof_bytes(),
+                            cancelled,
+                        )? {
+                            Some((r, checked, changes)) => (Some(r), checked, downsized_note(&changes)),
+                            None => return Ok(FoldsResult::Cancelled),
+                        }
+                    }
+                    None => (None, checked, None),
+                };
+                let _fault = crate::fault::at_trial_start(spec.id.0, self.memory.as_deref());
+                let mut result = self.run_folds(spec, family, &checked, cancelled, report)?;
+                if let FoldsResult::Done { note: n, .. } = &mut result {
+                    *n = note;
+                }
+                Ok(result)
             }))
         });
         let fit_seconds = start.elapsed().as_secs_f64();
@@ -128,14 +184,15 @@ impl TrialRunner {
             failure_reason: Some(reason),
         };
         match result {
-            Ok(Ok(FoldsResult::Done { score, rounds, artifacts })) => (
+            Ok(Ok(FoldsResult::Done { score, rounds, artifacts, note })) => (
                 TrialOutcome {
                     id: spec.id,
                     status: TrialStatus::Completed,
                     score: Some(score),
                     fit_seconds,
                     rounds,
-                    failure_reason: None,
+                    // A completed trial's reason says what admission changed, if anything.
+                    failure_reason: note,
                 },
                 artifacts,
             ),
@@ -177,16 +234,11 @@ impl TrialRunner {
     fn run_folds(
         &self,
         spec: &TrialSpec,
+        family: Family,
+        checked: &CheckedSpec,
         cancelled: &(dyn Fn() -> bool + Sync),
         report: &mut (dyn FnMut(usize, f64) -> bool + Send),
     ) -> Result<FoldsResult, WorkerError> {
-        let family = Family::parse(&spec.family)?;
-        let mut params = param_map(spec);
-        if family.uses_early_stopping() {
-            params.entry("n_estimators".into()).or_insert_with(|| MAX_BOOSTING_ROUNDS.to_string());
-            params.entry("early_stopping_rounds".into()).or_insert_with(|| EARLY_STOPPING_ROUNDS.to_string());
-        }
-        let checked = check_params(family, &params)?;
         let mut rounds = Vec::new();
         let mut models = Vec::new();
         let mut oof: Option<(usize, Vec<f64>)> = None;
@@ -194,9 +246,15 @@ impl TrialRunner {
             if cancelled() {
                 return Ok(FoldsResult::Cancelled);
             }
+            self.check_heap()?;
             let mut pruned_at = None;
+            let mut over_memory = None;
             let mut stop = |round: usize, loss: f64| {
                 if cancelled() {
+                    return false;
+                }
+                if let Some(e) = self.memory.as_ref().and_then(|b| b.exceeded()) {
+                    over_memory = Some(e);
                     return false;
                 }
                 if fold_idx == 0 && !loss.is_nan() && !report(round + 1, loss) {
@@ -206,7 +264,7 @@ impl TrialRunner {
                 true
             };
             let model = fit(
-                &checked,
+                checked,
                 xt,
                 yt,
                 self.data.task,
@@ -214,6 +272,9 @@ impl TrialRunner {
                 spec.seed.wrapping_add(fold_idx as u64),
                 &mut stop,
             )?;
+            if let Some(e) = over_memory {
+                return Err(e);
+            }
             if let Some(round) = pruned_at {
                 return Ok(FoldsResult::Pruned { round });
             }
@@ -223,6 +284,8 @@ impl TrialRunner {
             if cancelled() && !usable_when_cut {
                 return Ok(FoldsResult::Cancelled);
             }
+            // Families without per-round callbacks are checked once their fit is done.
+            self.check_heap()?;
             let pred = model.predict(xv);
             let (width, values) = match &pred {
                 Predictions::Probabilities { n_classes, values } => (*n_classes, values),
@@ -254,7 +317,15 @@ impl TrialRunner {
         }
         let rounds = (!rounds.is_empty()).then(|| rounds.iter().sum::<usize>() / rounds.len());
         let artifacts = TrialArtifacts { fold_models: models, oof: Some(oof) };
-        Ok(FoldsResult::Done { score, rounds, artifacts })
+        Ok(FoldsResult::Done { score, rounds, artifacts, note: None })
+    }
+
+    /// The runtime guard: an error when the live heap is over the limit.
+    fn check_heap(&self) -> Result<(), WorkerError> {
+        match self.memory.as_ref().and_then(|b| b.exceeded()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Fits the trial's config on all training rows. Boosted families use `rounds`
@@ -272,6 +343,23 @@ impl TrialRunner {
             params.insert("n_estimators".into(), scaled.to_string());
         }
         let checked = check_params(family, &params)?;
+        // A refit on all rows is admitted like a trial (it may be downsized the same way).
+        let (_reservation, checked) = match &self.memory {
+            Some(budget) => {
+                let mut shape = self.fold_shape.with_rows(self.data.x.n_rows);
+                shape.valid_rows = 0;
+                match budget.admit(&checked, &shape, 1, 0, cancelled)? {
+                    Some((r, checked, changes)) => {
+                        if let Some(note) = downsized_note(&changes) {
+                            tracing::warn!(trial = %spec.id, "refit {note}");
+                        }
+                        (Some(r), checked)
+                    }
+                    None => return Ok(None),
+                }
+            }
+            None => (None, checked),
+        };
         let mut was_cancelled = false;
         let model = self.pool.install(|| {
             let mut stop = |_round: usize, _loss: f64| {
@@ -284,8 +372,25 @@ impl TrialRunner {
     }
 }
 
+/// The family and checked parameters a trial fits: its config, plus the boosting round cap and
+/// early stopping the runner adds.
+fn trial_spec(spec: &TrialSpec) -> Result<(Family, CheckedSpec), WorkerError> {
+    let family = Family::parse(&spec.family)?;
+    let mut params = param_map(spec);
+    if family.uses_early_stopping() {
+        params.entry("n_estimators".into()).or_insert_with(|| MAX_BOOSTING_ROUNDS.to_string());
+        params.entry("early_stopping_rounds".into()).or_insert_with(|| EARLY_STOPPING_ROUNDS.to_string());
+    }
+    Ok((family, check_params(family, &params)?))
+}
+
+/// What a completed trial's record says when admission shrank it.
+fn downsized_note(changes: &[String]) -> Option<String> {
+    (!changes.is_empty()).then(|| format!("memory: downsized to fit --memory-limit ({})", changes.join(", ")))
+}
+
 enum FoldsResult {
-    Done { score: f64, rounds: Option<usize>, artifacts: TrialArtifacts },
+    Done { score: f64, rounds: Option<usize>, artifacts: TrialArtifacts, note: Option<String> },
     Cancelled,
     Pruned { round: usize },
 }

@@ -37,6 +37,10 @@ use binning::FeatureInfo;
 use objective::Problem;
 use tree::Tree;
 
+/// Sizes the memory estimates (`crate::memory`) are computed from.
+pub(crate) type HistBinSize = histogram::HistBin;
+pub(crate) type NodeSize = tree::Node;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TreeMode {

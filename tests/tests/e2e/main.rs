@@ -9,5 +9,6 @@ mod faults;
 mod fit_predict;
 mod forecast;
 mod high_cardinality;
+mod memory;
 mod onnx_parity;
 mod serving;
