@@ -101,6 +101,9 @@ pub struct ServeArgs {
     /// A lease not renewed for this long expires and its task is retried elsewhere.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub lease_ttl: Duration,
+    /// TLS for both the gRPC and the HTTP listener.
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
 }
 
 #[derive(Args)]

@@ -35,9 +35,12 @@ pub struct ServeModelArgs {
     /// How long a batch may wait for requests already on their way, in microseconds.
     #[arg(long, default_value_t = 1000)]
     pub max_batch_delay_us: u64,
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
 }
 
 pub fn serve_model(args: ServeModelArgs) -> Result<()> {
+    let tls = args.tls.load()?;
     let config = BatchConfig {
         max_rows: args.max_batch_rows.max(1),
         max_delay: Duration::from_micros(args.max_batch_delay_us),
@@ -76,16 +79,11 @@ pub fn serve_model(args: ServeModelArgs) -> Result<()> {
         println!("listening http={}", listener.local_addr()?);
         use std::io::Write;
         std::io::stdout().flush()?;
-        use axum::serve::ListenerExt;
-        // Single-row answers are small writes; Nagle's algorithm would hold them for an ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        // Single-row answers are small writes: `serve_http` turns Nagle's algorithm off.
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        crate::tls::serve_http(listener, router, tls.as_ref(), shutdown).await?;
         Ok(())
     })
 }

@@ -910,6 +910,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_tls(server, auth, listener, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_tls(
+    server: Server,
+    auth: Auth,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let a1 = auth.clone();
     let a2 = auth;
     // Limits set explicitly (tonic's default is 4 MiB): a finalize task carries the leaderboard.
@@ -930,10 +941,10 @@ pub async fn serve(
     // listener they kept Nagle on, and every small reply waited for the client's delayed ACK
     // (~40 ms per round trip).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_service(quarry)
-        .add_service(worker)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder.add_service(quarry).add_service(worker).serve_with_incoming_shutdown(incoming, shutdown).await?;
     Ok(())
 }

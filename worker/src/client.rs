@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::finalize::{FinishedTrial, RunFacts, run_record, write_run_folder};
@@ -38,7 +38,8 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// How long a result is retried while the coordinator is unreachable.
 const RESULT_RETRY_FOR: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone)]
+/// No derived `Debug`: the token must never reach a log (see the `Debug` impl below).
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub coordinator: String,
     pub slots: usize,
@@ -55,6 +56,26 @@ pub struct WorkerConfig {
     /// The longest a trial may run (besides the job's own deadline). A trial still running
     /// [`HANG_GRACE`] past its limit is recorded as failed and its thread abandoned.
     pub trial_timeout: Option<Duration>,
+    /// TLS for an `https://` coordinator (its CA, or the system's roots); `None`: plain text.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("coordinator", &self.coordinator)
+            .field("slots", &self.slots)
+            .field("gpus", &self.gpus)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("threads", &self.threads)
+            .field("name", &self.name)
+            .field("tags", &self.tags)
+            .field("cache_dir", &self.cache_dir)
+            .field("protocol_version", &self.protocol_version)
+            .field("trial_timeout", &self.trial_timeout)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// How long a trial gets, past its deadline, to notice it and stop before it counts as hung.
@@ -73,6 +94,7 @@ impl WorkerConfig {
             cache_dir: std::env::temp_dir().join("quarry-worker-cache"),
             protocol_version: PROTOCOL_VERSION,
             trial_timeout: None,
+            tls: None,
         }
     }
 }
@@ -119,11 +141,20 @@ pub type Client = WorkerServiceClient<InterceptedService<Channel, Auth>>;
 
 /// A channel that (re)connects on use, so a coordinator restart only costs retries.
 pub fn channel(url: &str) -> Result<Channel, WorkerError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
+    channel_tls(url, None)
+}
+
+/// [`channel`] over TLS when `tls` is given.
+pub fn channel_tls(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, WorkerError> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| WorkerError::Invalid(format!("coordinator address {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20));
+    if let Some(tls) = tls {
+        endpoint =
+            endpoint.tls_config(tls).map_err(|e| WorkerError::Invalid(format!("TLS for {url}: {e}")))?;
+    }
     Ok(endpoint.connect_lazy())
 }
 
@@ -169,9 +200,10 @@ struct Shared {
 /// parallel; a heartbeat task keeps running leases alive.
 pub async fn run_worker(config: WorkerConfig) -> Result<(), WorkerError> {
     let auth = Auth::new(config.token.as_deref())?;
-    let client = WorkerServiceClient::with_interceptor(channel(&config.coordinator)?, auth)
-        .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES);
+    let client =
+        WorkerServiceClient::with_interceptor(channel_tls(&config.coordinator, config.tls.clone())?, auth)
+            .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES);
     std::fs::create_dir_all(&config.cache_dir)
         .map_err(|error| WorkerError::Io { path: config.cache_dir.clone(), error })?;
     let shared = Arc::new(Shared {

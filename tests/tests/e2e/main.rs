@@ -11,3 +11,4 @@ mod forecast;
 mod high_cardinality;
 mod onnx_parity;
 mod serving;
+mod tls;
