@@ -86,6 +86,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub http: Option<String>,
     /// Largest request body the HTTP server accepts (dataset uploads); larger ones get 413.
+    /// Also the largest dataset a gRPC upload (`quarry submit`) may send.
     #[arg(long, value_name = "BYTES", default_value_t = quarry_coordinator::http::DEFAULT_MAX_UPLOAD)]
     pub max_upload: u64,
     /// Directory for the event log (events.log, unless --redis) and the blob store (blobs/);

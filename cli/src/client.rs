@@ -278,6 +278,9 @@ fn safe_join(dir: &Path, name: &str) -> Result<PathBuf> {
     if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         bail!("artifact name {name:?} is not a plain relative path");
     }
+    if let Some(why) = name.split('/').find_map(|part| quarry_featurize::safe_name(part).err()) {
+        bail!("artifact name {name:?}: {why}");
+    }
     Ok(dir.join(rel))
 }
 

@@ -41,6 +41,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             None => Box::new(FileLog::open(&store.join("events.log"))?),
         };
         let server = Server::start(log, blobs, args.lease_ttl)?;
+        server.set_max_upload(args.max_upload);
         let listener = tokio::net::TcpListener::bind(&args.grpc)
             .await
             .with_context(|| format!("binding --grpc {}", args.grpc))?;

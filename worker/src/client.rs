@@ -490,6 +490,11 @@ async fn fetch_dataset(shared: &Shared, spec: &pb::JobSpec) -> Result<PathBuf, W
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(WorkerError::Invalid(format!("dataset hash {hash:?} is not a sha256")));
     }
+    // The cached copy is named after the file: it must stay inside the cache.
+    if !spec.file_name.is_empty() {
+        quarry_featurize::safe_name(&spec.file_name)
+            .map_err(|why| WorkerError::Invalid(format!("dataset file name {:?}: {why}", spec.file_name)))?;
+    }
     // The extension picks the reader.
     let ext =
         Path::new(&spec.file_name).extension().and_then(|e| e.to_str()).unwrap_or("csv").to_ascii_lowercase();
@@ -826,6 +831,8 @@ async fn run_finalize(
         kept.insert(id, family, *loss, decode_artifacts(oof.as_deref(), &models)?);
     }
     let deadline = deadline_of(f.deadline_unix_ms);
+    quarry_featurize::safe_name(&task.job_id)
+        .map_err(|why| WorkerError::Invalid(format!("job id {:?}: {why}", task.job_id)))?;
     let dir = shared.config.cache_dir.join(format!("run-{}-{}", task.job_id, task.fencing_token));
     let data2 = data.clone();
     let dir2 = dir.clone();

@@ -10,5 +10,6 @@ mod fit_predict;
 mod forecast;
 mod high_cardinality;
 mod onnx_parity;
+mod security;
 mod serving;
 mod tls;

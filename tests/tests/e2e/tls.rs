@@ -162,8 +162,8 @@ fn a_job_runs_over_tls_and_plain_clients_are_refused_clearly() {
     assert!(!status_without_token(&url, ca, &job), "the token is still required over TLS");
 }
 
-/// `quarry serve-model` with TLS; its `listening http=ADDR`.
-fn serve_model(args: &[&str]) -> (Proc, String) {
+/// `quarry serve-model` on a free port; its `listening http=ADDR`.
+pub(crate) fn serve_model(args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(quarry_bin())
         .arg("serve-model")
         .args(args)
@@ -187,7 +187,7 @@ fn serve_model(args: &[&str]) -> (Proc, String) {
 }
 
 /// A tiny regression file: y = 2a + b.
-fn small_csv(path: &Path) {
+pub(crate) fn small_csv(path: &Path) {
     let mut s = String::from("a,b,y\n");
     for i in 0..80 {
         let (a, b) = (f64::from(i % 10), f64::from((i * 7) % 5));
