@@ -86,6 +86,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub http: Option<String>,
     /// Largest request body the HTTP server accepts (dataset uploads); larger ones get 413.
+    /// Also the largest dataset a gRPC upload (`quarry submit`) may send.
     #[arg(long, value_name = "BYTES", default_value_t = quarry_coordinator::http::DEFAULT_MAX_UPLOAD)]
     pub max_upload: u64,
     /// Directory for the event log (events.log, unless --redis) and the blob store (blobs/);
@@ -101,6 +102,9 @@ pub struct ServeArgs {
     /// A lease not renewed for this long expires and its task is retried elsewhere.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub lease_ttl: Duration,
+    /// TLS for both the gRPC and the HTTP listener.
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
 }
 
 #[derive(Args)]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use quarry_proto::QuarryServiceClient;
 use quarry_proto::pb::{self, JobState};
-use quarry_worker::client::{Auth, channel};
+use quarry_worker::client::{Auth, channel_tls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -30,7 +30,13 @@ pub fn coordinator_url(c: &Connect) -> Result<String> {
             .filter(|u| !u.is_empty())
             .context("no coordinator: pass --coordinator URL or set QUARRY_COORDINATOR")?,
     };
-    Ok(if url.contains("://") { url } else { format!("http://{url}") })
+    Ok(if url.contains("://") {
+        url
+    } else if c.tls_ca.is_some() {
+        format!("https://{url}")
+    } else {
+        format!("http://{url}")
+    })
 }
 
 pub fn token(c: &Connect) -> Option<String> {
@@ -46,7 +52,8 @@ fn connect(c: &Connect, rt: &tokio::runtime::Runtime) -> Result<Client> {
     let _context = rt.enter();
     let url = coordinator_url(c)?;
     let auth = Auth::new(token(c).as_deref())?;
-    Ok(QuarryServiceClient::with_interceptor(channel(&url)?, auth)
+    let tls = crate::tls::client_tls(&url, c.tls_ca.as_deref())?;
+    Ok(QuarryServiceClient::with_interceptor(channel_tls(&url, tls)?, auth)
         .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES))
 }
@@ -54,8 +61,23 @@ fn connect(c: &Connect, rt: &tokio::runtime::Runtime) -> Result<Client> {
 /// A gRPC status as one readable line.
 fn status_error(call: &str, s: tonic::Status) -> anyhow::Error {
     match s.code() {
-        tonic::Code::Unavailable => {
+        tonic::Code::Unavailable if s.message().contains("tcp connect") => {
             anyhow::anyhow!("{call}: the coordinator is unreachable ({})", s.message())
+        }
+        tonic::Code::Unavailable => anyhow::anyhow!(
+            "{call}: the coordinator is unreachable ({}; if it serves TLS, use an https:// address \
+             and --tls-ca)",
+            s.message()
+        ),
+        // What a plain-text client reads from a TLS server.
+        tonic::Code::Unknown | tonic::Code::Internal
+            if s.message().contains("protocol error") || s.message().contains("transport error") =>
+        {
+            anyhow::anyhow!(
+                "{call}: the coordinator's answer is not plain gRPC ({}); if it serves TLS, use an \
+                 https:// address and --tls-ca",
+                s.message()
+            )
         }
         tonic::Code::Unauthenticated => anyhow::anyhow!("{call}: {} (check --token)", s.message()),
         _ => anyhow::anyhow!("{call}: {}", s.message()),
@@ -259,6 +281,9 @@ fn safe_join(dir: &Path, name: &str) -> Result<PathBuf> {
     let rel = Path::new(name);
     if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         bail!("artifact name {name:?} is not a plain relative path");
+    }
+    if let Some(why) = name.split('/').find_map(|part| quarry_featurize::safe_name(part).err()) {
+        bail!("artifact name {name:?}: {why}");
     }
     Ok(dir.join(rel))
 }

@@ -18,6 +18,7 @@ mod remote_args;
 mod report;
 mod serve;
 mod serving_cmd;
+mod tls;
 mod train;
 mod worker_cmd;
 

@@ -16,6 +16,10 @@ pub struct Connect {
     /// The shared secret the coordinator was started with (default: $QUARRY_TOKEN).
     #[arg(long)]
     pub token: Option<String>,
+    /// Trust this CA (PEM) for an https:// coordinator, e.g. a self-signed one (default: the
+    /// system's roots); an address without a scheme then means https://.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]

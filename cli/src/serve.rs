@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use quarry_coordinator::blobs::BlobStore;
-use quarry_coordinator::grpc::{Auth, Server, serve};
+use quarry_coordinator::grpc::{Auth, Server, serve_tls};
 use quarry_coordinator::http::{self, HttpConfig};
 use quarry_coordinator::redis_log::RedisLog;
 use quarry_coordinator::{EventLog, FileLog};
@@ -28,6 +28,7 @@ fn http_router(server: &Server, args: &ServeArgs, store: &std::path::Path) -> ax
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let store = args.store.clone().unwrap_or_else(|| PathBuf::from("quarry-store"));
+    let tls = args.tls.load()?.map(std::sync::Arc::new);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,6 +41,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             None => Box::new(FileLog::open(&store.join("events.log"))?),
         };
         let server = Server::start(log, blobs, args.lease_ttl)?;
+        server.set_max_upload(args.max_upload);
         let listener = tokio::net::TcpListener::bind(&args.grpc)
             .await
             .with_context(|| format!("binding --grpc {}", args.grpc))?;
@@ -56,11 +58,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 println!("listening http={addr}");
                 let router = http_router(&server, &args, &store);
                 let mut stop = stop_rx.clone();
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let tls = tls.clone();
                 Some(tokio::spawn(async move {
-                    http::serve(listener, router, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
+                    crate::tls::serve_http(listener, router, tls.as_deref(), shutdown).await
                 }))
             }
             None => None,
@@ -71,7 +74,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             eprintln!("shutting down");
             let _ = stop_tx.send(true);
         };
-        serve(server, Auth::new(args.token.as_deref()), listener, shutdown).await?;
+        let grpc_tls = tls.as_deref().map(crate::tls::ServerTls::grpc);
+        serve_tls(server, Auth::new(args.token.as_deref()), listener, grpc_tls, shutdown).await?;
         if let Some(task) = http_task {
             // Open event streams would hold a graceful shutdown forever; give them a moment.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;

@@ -35,9 +35,21 @@ pub struct ServeModelArgs {
     /// How long a batch may wait for requests already on their way, in microseconds.
     #[arg(long, default_value_t = 1000)]
     pub max_batch_delay_us: u64,
+    /// Requests must carry `Authorization: Bearer SECRET` (compared in constant time).
+    #[arg(long, value_name = "SECRET")]
+    pub token: Option<String>,
+    /// Largest request body accepted; larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
+    pub max_upload: u64,
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
 }
 
+/// serve-model's default `--max-upload`: a 64 MiB JSON body is already ~ a million values.
+const DEFAULT_MAX_BODY: u64 = 64 << 20;
+
 pub fn serve_model(args: ServeModelArgs) -> Result<()> {
+    let tls = args.tls.load()?;
     let config = BatchConfig {
         max_rows: args.max_batch_rows.max(1),
         max_delay: Duration::from_micros(args.max_batch_delay_us),
@@ -68,6 +80,10 @@ pub fn serve_model(args: ServeModelArgs) -> Result<()> {
         (None, Some(store)) => quarry_serving::registry_router(store, config),
         (None, None) => bail!("give --model RUN_DIR or --registry STORE"),
     };
+    // The coordinator's layers: the same constant-time token check and body limit.
+    let limits =
+        quarry_coordinator::http::HttpConfig { token: args.token.clone(), max_upload: args.max_upload };
+    let router = quarry_coordinator::http::protect(router, &limits);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.http)
@@ -76,16 +92,11 @@ pub fn serve_model(args: ServeModelArgs) -> Result<()> {
         println!("listening http={}", listener.local_addr()?);
         use std::io::Write;
         std::io::stdout().flush()?;
-        use axum::serve::ListenerExt;
-        // Single-row answers are small writes; Nagle's algorithm would hold them for an ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        // Single-row answers are small writes: `serve_http` turns Nagle's algorithm off.
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        crate::tls::serve_http(listener, router, tls.as_ref(), shutdown).await?;
         Ok(())
     })
 }

@@ -11,7 +11,9 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     if args.slots == 0 {
         anyhow::bail!("--slots must be at least 1");
     }
-    let mut config = WorkerConfig::new(&coordinator_url(&args.connect)?);
+    let url = coordinator_url(&args.connect)?;
+    let mut config = WorkerConfig::new(&url);
+    config.tls = crate::tls::client_tls(&url, args.connect.tls_ca.as_deref())?;
     config.slots = args.slots;
     config.gpus = u32::from(args.gpu);
     config.token = crate::client::token(&args.connect);

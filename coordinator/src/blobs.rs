@@ -44,6 +44,15 @@ impl BlobWriter {
         self.file.write_all(data).await.map_err(|source| BlobError::Io { path: self.tmp.clone(), source })
     }
 
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Drops a blob half written (an upload refused part way).
+    pub async fn abort(self) {
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+
     /// Makes the blob durable and visible; returns (hash, size). Identical bytes map to the
     /// same file, so a repeated upload is a no-op.
     pub async fn finish(mut self) -> Result<(String, u64), BlobError> {

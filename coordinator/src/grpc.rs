@@ -60,6 +60,8 @@ struct Shared {
     event_seq: AtomicU64,
     blobs: BlobStore,
     progress: crate::progress::ProgressLog,
+    /// The largest dataset `UploadDataset` takes (`quarry serve --max-upload`).
+    max_upload: AtomicU64,
 }
 
 /// The server; clone it into both services.
@@ -145,6 +147,7 @@ impl Server {
                 event_seq: AtomicU64::new(0),
                 blobs,
                 progress: crate::progress::ProgressLog::default(),
+                max_upload: AtomicU64::new(u64::MAX),
             }),
         };
         let reaper = server.clone();
@@ -234,13 +237,39 @@ impl Server {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
-    async fn receive_blob(&self, mut stream: Streaming<pb::Chunk>) -> Result<(String, u64), Status> {
+    async fn receive_blob(&self, stream: Streaming<pb::Chunk>) -> Result<(String, u64), Status> {
+        self.receive_limited(stream, u64::MAX).await
+    }
+
+    /// Refuses the stream (`ResourceExhausted`, the partial file deleted) once it passes `max`.
+    async fn receive_limited(
+        &self,
+        mut stream: Streaming<pb::Chunk>,
+        max: u64,
+    ) -> Result<(String, u64), Status> {
         let mut w = self.shared.blobs.writer().await.map_err(blob_status)?;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    w.abort().await;
+                    return Err(e);
+                }
+            };
+            if w.size().saturating_add(chunk.data.len() as u64) > max {
+                w.abort().await;
+                return Err(Status::resource_exhausted(format!(
+                    "the upload is larger than this coordinator's --max-upload ({max} bytes)"
+                )));
+            }
             w.write(&chunk.data).await.map_err(blob_status)?;
         }
         w.finish().await.map_err(blob_status)
+    }
+
+    /// The largest dataset `UploadDataset` accepts (default: no limit).
+    pub fn set_max_upload(&self, bytes: u64) {
+        self.shared.max_upload.store(bytes, Ordering::Relaxed);
     }
 }
 
@@ -572,7 +601,8 @@ impl pb::quarry_service_server::QuarryService for Server {
         &self,
         request: Request<Streaming<pb::Chunk>>,
     ) -> Result<Response<pb::DatasetRef>, Status> {
-        let (hash, size) = self.receive_blob(request.into_inner()).await?;
+        let max = self.shared.max_upload.load(Ordering::Relaxed);
+        let (hash, size) = self.receive_limited(request.into_inner(), max).await?;
         tracing::info!(%hash, size, "dataset uploaded");
         Ok(Response::new(pb::DatasetRef { hash, size }))
     }
@@ -912,6 +942,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_tls(server, auth, listener, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_tls(
+    server: Server,
+    auth: Auth,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let a1 = auth.clone();
     let a2 = auth;
     // Limits set explicitly (tonic's default is 4 MiB): a finalize task carries the leaderboard.
@@ -932,10 +973,10 @@ pub async fn serve(
     // listener they kept Nagle on, and every small reply waited for the client's delayed ACK
     // (~40 ms per round trip).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .add_service(quarry)
-        .add_service(worker)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder.add_service(quarry).add_service(worker).serve_with_incoming_shutdown(incoming, shutdown).await?;
     Ok(())
 }

@@ -19,6 +19,7 @@ use redis::Value;
 use crate::log::{EventLog, LogError, MAX_RECORD};
 
 pub struct RedisLog {
+    /// For logs and errors only: the password is replaced (see [`redact_url`]).
     url: String,
     key: String,
     client: redis::Client,
@@ -48,14 +49,30 @@ fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
     Ok(con)
 }
 
+/// `url` with its password (`redis://user:PASSWORD@host`, `redis://:PASSWORD@host`) replaced
+/// by `***`, for logs and errors: a Redis URL may carry the password.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
 impl RedisLog {
     /// Connects to `url` (`redis://host:port/db`); the stream is `quarry:<name>:events`.
     pub fn open(url: &str, name: &str) -> Result<RedisLog, LogError> {
-        let err = |message: String| LogError::Redis { url: url.to_string(), message };
+        let err = |message: String| LogError::Redis { url: redact_url(url), message };
         let client = redis::Client::open(url).map_err(|e| err(e.to_string()))?;
         let con = connect(&client).map_err(|e| err(format!("cannot connect: {e}")))?;
         Ok(RedisLog {
-            url: url.to_string(),
+            url: redact_url(url),
             key: format!("quarry:{name}:events"),
             client,
             con: Some(con),

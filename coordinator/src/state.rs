@@ -648,6 +648,12 @@ impl Coordinator {
         if spec.target.is_empty() {
             return Err(StateError::InvalidSpec("no target column".into()));
         }
+        // Workers name their cached copy after it: it must stay one plain file name.
+        if let Err(why) = quarry_featurize::safe_name(&spec.file_name)
+            && !spec.file_name.is_empty()
+        {
+            return Err(StateError::InvalidSpec(format!("file name {:?}: {why}", spec.file_name)));
+        }
         if spec.max_trials == Some(0) {
             return Err(StateError::InvalidSpec("max_trials must be at least 1".into()));
         }

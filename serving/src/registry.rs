@@ -71,6 +71,7 @@ pub struct ModelRecord {
 /// `[A-Za-z0-9._-]`, starting with a letter or digit, at most 64 characters.
 pub fn validate_name(name: &str) -> Result<()> {
     let bad = |why: &str| Err(ServingError::BadName(name.to_string(), why.to_string()));
+    quarry_featurize::safe_name(name).or_else(bad)?;
     if name.is_empty() || name.len() > 64 {
         return bad("names have 1 to 64 characters");
     }

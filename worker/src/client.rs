@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::finalize::{FinishedTrial, RunFacts, run_record, write_run_folder};
@@ -38,7 +38,8 @@ const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// How long a result is retried while the coordinator is unreachable.
 const RESULT_RETRY_FOR: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone)]
+/// No derived `Debug`: the token must never reach a log (see the `Debug` impl below).
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub coordinator: String,
     pub slots: usize,
@@ -57,6 +58,27 @@ pub struct WorkerConfig {
     pub trial_timeout: Option<Duration>,
     /// `--memory-limit`: trials are admitted under it (see [`crate::memory`]); `None`: no limit.
     pub memory_limit: Option<u64>,
+    /// TLS for an `https://` coordinator (its CA, or the system's roots); `None`: plain text.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("coordinator", &self.coordinator)
+            .field("slots", &self.slots)
+            .field("gpus", &self.gpus)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("threads", &self.threads)
+            .field("name", &self.name)
+            .field("tags", &self.tags)
+            .field("cache_dir", &self.cache_dir)
+            .field("protocol_version", &self.protocol_version)
+            .field("trial_timeout", &self.trial_timeout)
+            .field("memory_limit", &self.memory_limit)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// How long a trial gets, past its deadline, to notice it and stop before it counts as hung.
@@ -76,6 +98,7 @@ impl WorkerConfig {
             protocol_version: PROTOCOL_VERSION,
             trial_timeout: None,
             memory_limit: None,
+            tls: None,
         }
     }
 }
@@ -122,11 +145,20 @@ pub type Client = WorkerServiceClient<InterceptedService<Channel, Auth>>;
 
 /// A channel that (re)connects on use, so a coordinator restart only costs retries.
 pub fn channel(url: &str) -> Result<Channel, WorkerError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
+    channel_tls(url, None)
+}
+
+/// [`channel`] over TLS when `tls` is given.
+pub fn channel_tls(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, WorkerError> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| WorkerError::Invalid(format!("coordinator address {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20));
+    if let Some(tls) = tls {
+        endpoint =
+            endpoint.tls_config(tls).map_err(|e| WorkerError::Invalid(format!("TLS for {url}: {e}")))?;
+    }
     Ok(endpoint.connect_lazy())
 }
 
@@ -174,9 +206,10 @@ struct Shared {
 /// parallel; a heartbeat task keeps running leases alive.
 pub async fn run_worker(config: WorkerConfig) -> Result<(), WorkerError> {
     let auth = Auth::new(config.token.as_deref())?;
-    let client = WorkerServiceClient::with_interceptor(channel(&config.coordinator)?, auth)
-        .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES);
+    let client =
+        WorkerServiceClient::with_interceptor(channel_tls(&config.coordinator, config.tls.clone())?, auth)
+            .max_decoding_message_size(quarry_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(quarry_proto::MAX_MESSAGE_BYTES);
     std::fs::create_dir_all(&config.cache_dir)
         .map_err(|error| WorkerError::Io { path: config.cache_dir.clone(), error })?;
     let shared = Arc::new(Shared {
@@ -471,6 +504,11 @@ async fn fetch_dataset(shared: &Shared, spec: &pb::JobSpec) -> Result<PathBuf, W
     let hash = spec.dataset_hash.to_ascii_lowercase();
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(WorkerError::Invalid(format!("dataset hash {hash:?} is not a sha256")));
+    }
+    // The cached copy is named after the file: it must stay inside the cache.
+    if !spec.file_name.is_empty() {
+        quarry_featurize::safe_name(&spec.file_name)
+            .map_err(|why| WorkerError::Invalid(format!("dataset file name {:?}: {why}", spec.file_name)))?;
     }
     // The extension picks the reader.
     let ext =
@@ -808,6 +846,8 @@ async fn run_finalize(
         kept.insert(id, family, *loss, decode_artifacts(oof.as_deref(), &models)?);
     }
     let deadline = deadline_of(f.deadline_unix_ms);
+    quarry_featurize::safe_name(&task.job_id)
+        .map_err(|why| WorkerError::Invalid(format!("job id {:?}: {why}", task.job_id)))?;
     let dir = shared.config.cache_dir.join(format!("run-{}-{}", task.job_id, task.fencing_token));
     let data2 = data.clone();
     let dir2 = dir.clone();

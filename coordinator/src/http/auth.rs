@@ -118,7 +118,8 @@ fn is_open(path: &str) -> bool {
 }
 
 fn is_api(path: &str) -> bool {
-    path.starts_with("/api/") || path == "/openapi.json"
+    // `/v2/` is the inference protocol (served models): JSON clients, no login page.
+    path.starts_with("/api/") || path.starts_with("/v2/") || path == "/v2" || path == "/openapi.json"
 }
 
 async fn check_token(token: Arc<str>, req: Request, next: Next) -> Response {

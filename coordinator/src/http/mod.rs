@@ -28,13 +28,22 @@ pub use openapi::openapi;
 /// The default `--max-upload`.
 pub const DEFAULT_MAX_UPLOAD: u64 = 512 << 20;
 
-/// What [`protect`] enforces.
-#[derive(Debug, Clone)]
+/// What [`protect`] enforces. Its `Debug` hides the token.
+#[derive(Clone)]
 pub struct HttpConfig {
     /// Requests must carry it (`Authorization: Bearer`, or the cookie the login form sets).
     pub token: Option<String>,
     /// Larger request bodies are refused with 413.
     pub max_upload: u64,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_upload", &self.max_upload)
+            .finish()
+    }
 }
 
 impl Default for HttpConfig {

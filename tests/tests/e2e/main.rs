@@ -11,4 +11,6 @@ mod forecast;
 mod high_cardinality;
 mod memory;
 mod onnx_parity;
+mod security;
 mod serving;
+mod tls;
