@@ -63,7 +63,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
-    let families: Vec<String> = Family::ALL.iter().map(|f| f.name().to_string()).collect();
+    let families: Vec<String> = Family::for_task(task).map(|f| f.name().to_string()).collect();
     let job = JobConfig {
         families,
         shape,

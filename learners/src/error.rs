@@ -6,7 +6,7 @@ pub enum TrainError {
     #[error("unknown parameter {name:?} for family {family}")]
     UnknownParam { family: String, name: String },
     #[error(
-        "unknown model family {0:?}; choose one of gbdt, random_forest, extra_trees, linear, knn, naive_bayes"
+        "unknown model family {0:?}; choose one of gbdt, random_forest, extra_trees, linear, knn, naive_bayes, svm, mlp"
     )]
     UnknownFamily(String),
     #[error("training data: {0}")]

@@ -8,8 +8,10 @@ use crate::error::{Result, TrainError};
 use crate::gbdt::{self, TreeEnsemble, TreeMode, TreeParams};
 use crate::knn::{self, KnnModel, KnnParams};
 use crate::linear::{self, LinearModel, LinearParams};
+use crate::mlp::{self, MlpModel, MlpParams};
 use crate::naive_bayes::{self, NaiveBayesModel, NaiveBayesParams};
 use crate::params::{ParamMap, ParamReader};
+use crate::svm::{self, SvmModel, SvmParams};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -20,17 +22,26 @@ pub enum Family {
     Linear,
     Knn,
     NaiveBayes,
+    Mlp,
+    Svm,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 8] = [
         Family::Gbdt,
         Family::RandomForest,
         Family::ExtraTrees,
         Family::Linear,
         Family::Knn,
         Family::NaiveBayes,
+        Family::Mlp,
+        Family::Svm,
     ];
+
+    /// The families that can fit `task` (naive Bayes predicts classes only), for the search.
+    pub fn for_task(task: Task) -> impl Iterator<Item = Family> {
+        Family::ALL.into_iter().filter(move |f| *f != Family::NaiveBayes || task.is_classification())
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -40,6 +51,8 @@ impl Family {
             Family::Linear => "linear",
             Family::Knn => "knn",
             Family::NaiveBayes => "naive_bayes",
+            Family::Mlp => "mlp",
+            Family::Svm => "svm",
         }
     }
 
@@ -60,7 +73,7 @@ impl Family {
             Family::Gbdt => Some(TreeMode::Gbdt),
             Family::RandomForest => Some(TreeMode::RandomForest),
             Family::ExtraTrees => Some(TreeMode::ExtraTrees),
-            Family::Linear | Family::Knn | Family::NaiveBayes => None,
+            Family::Linear | Family::Knn | Family::NaiveBayes | Family::Mlp | Family::Svm => None,
         }
     }
 }
@@ -114,6 +127,8 @@ pub enum CheckedSpec {
     Linear(LinearParams),
     Knn(KnnParams),
     NaiveBayes(NaiveBayesParams),
+    Mlp(MlpParams),
+    Svm(SvmParams),
 }
 
 pub fn check_params(family: Family, params: &ParamMap) -> Result<CheckedSpec> {
@@ -122,6 +137,8 @@ pub fn check_params(family: Family, params: &ParamMap) -> Result<CheckedSpec> {
         (_, Some(mode)) => CheckedSpec::Trees(tree_params(mode, &mut reader)?),
         (Family::Knn, None) => CheckedSpec::Knn(KnnParams::from_map(&mut reader)?),
         (Family::NaiveBayes, None) => CheckedSpec::NaiveBayes(NaiveBayesParams::from_map(&mut reader)?),
+        (Family::Mlp, None) => CheckedSpec::Mlp(MlpParams::from_map(&mut reader)?),
+        (Family::Svm, None) => CheckedSpec::Svm(SvmParams::from_map(&mut reader)?),
         (_, None) => CheckedSpec::Linear(LinearParams::from_map(&mut reader)?),
     };
     reader.finish()?;
@@ -135,6 +152,8 @@ pub enum FittedModel {
     Linear(LinearModel),
     Knn(KnnModel),
     NaiveBayes(NaiveBayesModel),
+    Mlp(MlpModel),
+    Svm(SvmModel),
 }
 
 impl FittedModel {
@@ -146,6 +165,8 @@ impl FittedModel {
             FittedModel::NaiveBayes(m) => m.check_shape(),
             FittedModel::Linear(m) => m.check_shape(),
             FittedModel::Knn(m) => m.check_shape(),
+            FittedModel::Mlp(m) => m.check_shape(),
+            FittedModel::Svm(m) => m.check_shape(),
         }
     }
 
@@ -155,14 +176,20 @@ impl FittedModel {
             FittedModel::Linear(m) => m.predict(x),
             FittedModel::Knn(m) => m.predict(x),
             FittedModel::NaiveBayes(m) => m.predict(x),
+            FittedModel::Mlp(m) => m.predict(x),
+            FittedModel::Svm(m) => m.predict(x),
         }
     }
 
-    /// Boosting rounds kept after early stopping (tree models only).
+    /// Boosting rounds (or MLP epochs) kept after early stopping.
     pub fn rounds(&self) -> Option<usize> {
         match self {
             FittedModel::Trees(m) => Some(m.best_iteration()),
-            FittedModel::Linear(_) | FittedModel::Knn(_) | FittedModel::NaiveBayes(_) => None,
+            FittedModel::Mlp(m) => Some(m.best_epoch()),
+            FittedModel::Linear(_)
+            | FittedModel::Knn(_)
+            | FittedModel::NaiveBayes(_)
+            | FittedModel::Svm(_) => None,
         }
     }
 }
@@ -190,6 +217,8 @@ pub fn fit(
         CheckedSpec::Linear(p) => Ok(FittedModel::Linear(linear::fit(x, y, task, p)?)),
         CheckedSpec::Knn(p) => Ok(FittedModel::Knn(knn::fit(x, y, task, p, seed)?)),
         CheckedSpec::NaiveBayes(p) => Ok(FittedModel::NaiveBayes(naive_bayes::fit(x, y, task, p)?)),
+        CheckedSpec::Svm(p) => Ok(FittedModel::Svm(svm::fit(x, y, task, p, seed)?)),
+        CheckedSpec::Mlp(p) => Ok(FittedModel::Mlp(mlp::fit(x, y, task, valid, p, seed, on_round)?)),
     }
 }
 
@@ -207,7 +236,7 @@ mod tests {
         for f in Family::ALL {
             assert_eq!(Family::parse(f.name()).unwrap(), f);
         }
-        let err = Family::parse("svm").unwrap_err().to_string();
+        let err = Family::parse("svc").unwrap_err().to_string();
         assert!(err.contains("knn") && err.contains("naive_bayes"), "{err}");
     }
 

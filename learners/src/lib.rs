@@ -9,10 +9,12 @@ pub mod gbdt;
 pub mod knn;
 pub mod linear;
 pub mod memory;
+pub mod mlp;
 pub mod naive_bayes;
 pub mod onnx;
 pub mod params;
 pub mod pipeline;
+pub mod svm;
 
 pub use error::{Result, TrainError};
 pub use family::{CheckedSpec, Family, FittedModel, RoundCallback, check_params, fit};

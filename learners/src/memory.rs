@@ -146,6 +146,20 @@ pub fn fit_bytes(spec: &CheckedSpec, shape: &MemoryShape) -> u64 {
             let rows = |r: u64| 8 * r * w + (8 * w + 24) * r;
             16 * n + rows(n) + rows(nv) + 8 * nv * c
         }
+        CheckedSpec::Mlp(p) => {
+            // The design matrix (f64 and the f32 copy burn trains on), one batch's activations
+            // and their gradients per layer, and the weights with Adam's two moments.
+            let h = p.hidden.max(1) as u64;
+            let layers = p.hidden_layers.max(1) as u64;
+            let weights = 4 * (w * h + layers * h * h + h * k.max(c)) * 3;
+            let acts = 8 * p.batch_size.max(1) as u64 * h * layers * 2;
+            8 * n * w + 4 * n * w + acts + weights + 8 * nv * w
+        }
+        CheckedSpec::Svm(_) => {
+            // The kernel matrix over the (subsampled) rows dominates: O(n²).
+            let r = n.min(crate::svm::MAX_FIT_ROWS as u64);
+            8 * r * r + 16 * r * w + 8 * nv * w + 8 * nv * r
+        }
     };
     peak + 8 * nv * k.max(c)
 }
@@ -155,6 +169,17 @@ pub fn model_bytes(spec: &CheckedSpec, shape: &MemoryShape) -> u64 {
     match spec {
         CheckedSpec::Trees(p) => tree_model_bytes(p, shape),
         CheckedSpec::Knn(_) => knn_model_bytes(shape),
+        CheckedSpec::Mlp(p) => {
+            let h = p.hidden.max(1) as u64;
+            let w = shape.design_width() as u64;
+            let c = shape.classes.max(1) as u64;
+            4 * (w * h + p.hidden_layers.max(1) as u64 * h * h + h * c) + 16 * w
+        }
+        CheckedSpec::Svm(_) => {
+            let w = shape.design_width() as u64;
+            let r = (shape.rows as u64).min(crate::svm::MAX_FIT_ROWS as u64);
+            8 * r * (w + shape.classes.max(1) as u64) + 16 * w
+        }
         CheckedSpec::Linear(_) | CheckedSpec::NaiveBayes(_) => {
             let w = shape.design_width() as u64;
             let c = shape.classes.max(1) as u64;

@@ -151,6 +151,10 @@ const FOREST_MAX_ROWS_PER_TREE: usize = 20_000;
 /// and it cannot be interrupted.
 const KNN_MAX_ROWS: usize = 20_000;
 
+/// SVMs only for small data: the solver holds the dense `n × n` kernel matrix, its time grows
+/// between `n²` and `n³` (6.5 s per fit on 3,500 rows, ×5 folds), and it cannot be interrupted.
+const SVM_MAX_ROWS: usize = 2_000;
+
 fn forest_subsample(shape: DataShape) -> f64 {
     (FOREST_MAX_ROWS_PER_TREE as f64 / shape.n_rows.max(1) as f64).min(1.0)
 }
@@ -158,7 +162,7 @@ fn forest_subsample(shape: DataShape) -> f64 {
 /// The space of a family (by its registry name); `None` for a family search does not know
 /// or that does not suit data of this size.
 pub fn space_for(family: &str, shape: DataShape) -> Option<Space> {
-    if family == "knn" && shape.n_rows > KNN_MAX_ROWS {
+    if (family == "knn" && shape.n_rows > KNN_MAX_ROWS) || (family == "svm" && shape.n_rows > SVM_MAX_ROWS) {
         return None;
     }
     let max_leaves = ((shape.n_rows / 4).clamp(4, 512)) as i64;
@@ -191,6 +195,24 @@ pub fn space_for(family: &str, shape: DataShape) -> Option<Space> {
             ),
         ],
         "naive_bayes" => vec![("var_smoothing", Domain::LogUniform { low: 1e-12, high: 1e-3 })],
+        "mlp" => vec![
+            ("hidden_layers", Domain::Int { low: 1, high: 3 }),
+            ("hidden", Domain::LogInt { low: 16, high: 256 }),
+            ("dropout", Domain::Uniform { low: 0.0, high: 0.4 }),
+            ("learning_rate", Domain::LogUniform { low: 3e-4, high: 1e-2 }),
+            ("weight_decay", Domain::LogUniform { low: 1e-6, high: 1e-2 }),
+            ("batch_size", Domain::Categorical(vec![i(64), i(128), i(256)])),
+            // Early stopping ends most fits sooner; the cap bounds a trial's cost.
+            ("epochs", Domain::Categorical(vec![i(50)])),
+        ],
+        "svm" => vec![
+            (
+                "kernel",
+                Domain::Categorical(vec![ParamValue::Str("rbf".into()), ParamValue::Str("linear".into())]),
+            ),
+            ("c", Domain::LogUniform { low: 0.03, high: 100.0 }),
+            ("gamma", Domain::LogUniform { low: 1e-3, high: 1.0 }),
+        ],
         _ => return None,
     };
     Some(Space { params: params.into_iter().map(|(n, d)| (n.to_string(), d)).collect() })
@@ -233,6 +255,15 @@ pub fn portfolio(family: &str, shape: DataShape) -> Vec<Config> {
         "linear" => vec![cfg(&[("alpha", f(1e-3))])],
         "knn" => vec![cfg(&[("n_neighbors", i(15)), ("weights", ParamValue::Str("distance".into()))])],
         "naive_bayes" => vec![cfg(&[("var_smoothing", f(1e-9))])],
+        // No portfolio seat for the MLP: many epochs per trial make it the most expensive
+        // family to try first, so tiny budgets (which run only the portfolio) never start it;
+        // later it is sampled like any challenger.
+        "mlp" => Vec::new(),
+        "svm" if small => vec![cfg(&[
+            ("kernel", ParamValue::Str("rbf".into())),
+            ("c", f(1.0)),
+            ("gamma", f((1.0 / shape.n_features.max(1) as f64).clamp(1e-3, 1.0))),
+        ])],
         _ => Vec::new(),
     }
 }
@@ -266,7 +297,7 @@ mod tests {
 
     #[test]
     fn portfolio_configs_lie_in_the_space() {
-        for fam in ["gbdt", "random_forest", "extra_trees", "linear", "knn", "naive_bayes"] {
+        for fam in ["gbdt", "random_forest", "extra_trees", "linear", "knn", "naive_bayes", "mlp", "svm"] {
             let space = space_for(fam, shape()).unwrap();
             for cfg in portfolio(fam, shape()) {
                 for (name, _) in &space.params {
@@ -275,6 +306,16 @@ mod tests {
                 assert!(space.contains(&cfg), "{fam} portfolio config {cfg:?} lies outside its space");
             }
         }
+    }
+
+    #[test]
+    fn svm_only_for_small_data_and_mlp_never_in_the_portfolio() {
+        let big = DataShape { n_rows: 2_001, ..shape() };
+        assert!(space_for("svm", shape()).is_some());
+        assert!(space_for("svm", big).is_none());
+        assert!(space_for("mlp", big).is_some());
+        assert!(portfolio("mlp", shape()).is_empty());
+        assert_eq!(portfolio("svm", shape()).len(), 1);
     }
 
     #[test]

@@ -662,7 +662,7 @@ fn shape_info(data: &JobData) -> pb::DataShapeInfo {
         task: data.task.to_string(),
         metric: data.metric.name().to_string(),
         n_folds: data.runner.data().plan.folds.len() as u32,
-        families: Family::ALL.iter().map(|f| f.name().to_string()).collect(),
+        families: Family::for_task(data.task).map(|f| f.name().to_string()).collect(),
     }
 }
 

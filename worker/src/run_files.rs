@@ -113,8 +113,12 @@ fn estimated_seconds_per_row(
     if deadline.is_none() {
         return Ok(0.0);
     }
-    let kernel =
-        pipeline.members.iter().any(|m| matches!(m.model, FittedModel::Knn(_) | FittedModel::NaiveBayes(_)));
+    let kernel = pipeline.members.iter().any(|m| {
+        matches!(
+            m.model,
+            FittedModel::Knn(_) | FittedModel::NaiveBayes(_) | FittedModel::Mlp(_) | FittedModel::Svm(_)
+        )
+    });
     if !kernel {
         return Ok(0.0);
     }

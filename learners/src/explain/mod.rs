@@ -231,7 +231,10 @@ pub fn output_space(p: &Pipeline) -> OutputSpace {
                 && match &p.members[0].model {
                     FittedModel::Trees(m) => !m.averaged(),
                     FittedModel::Linear(_) => true,
-                    FittedModel::Knn(_) | FittedModel::NaiveBayes(_) => false,
+                    FittedModel::Knn(_)
+                    | FittedModel::NaiveBayes(_)
+                    | FittedModel::Mlp(_)
+                    | FittedModel::Svm(_) => false,
                 };
             match (margin, task) {
                 (true, Task::Binary) => OutputSpace::LogOdds,
@@ -391,7 +394,7 @@ fn member_contributions(
             "linear_shap",
             None,
         ),
-        FittedModel::Knn(_) | FittedModel::NaiveBayes(_) => {
+        FittedModel::Knn(_) | FittedModel::NaiveBayes(_) | FittedModel::Mlp(_) | FittedModel::Svm(_) => {
             let f = |rows: &FeatureMatrix| model_output(model, rows);
             let (c, report) = kernel::kernel_shap(&f, n_outputs, x, player_of, n_players, background, opts)?;
             (value_or(Native::Probability), c, "kernel_shap", Some(report))

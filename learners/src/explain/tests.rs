@@ -375,10 +375,12 @@ fn every_family_is_additive_on_credit_data() {
         let params = match family {
             Family::Gbdt => GBDT,
             Family::RandomForest | Family::ExtraTrees => FOREST,
+            Family::Mlp => &[("epochs", "20"), ("hidden", "16")],
             _ => &[],
         };
         let (p, x) = pipeline_for("credit_data", "Status", &[(family, params, 1.0)]);
-        let n = if matches!(family, Family::Knn | Family::NaiveBayes) { 8 } else { 200 };
+        let kernel_shap = matches!(family, Family::Knn | Family::NaiveBayes | Family::Mlp | Family::Svm);
+        let n = if kernel_shap { 8 } else { 200 };
         let e = check_additivity(&p, &x, n);
         assert_eq!(e.n_outputs(), 1);
         let want = if matches!(family, Family::Gbdt | Family::Linear) {

@@ -13,7 +13,9 @@ mod featurizer;
 mod forecast;
 mod knn;
 mod linear;
+mod mlp;
 mod naive_bayes;
+mod svm;
 mod trees;
 
 /// The ONNX protobuf types, generated from the vendored `proto/onnx-ml.proto` (onnx 1.23.2).
@@ -75,6 +77,8 @@ pub fn export(p: &Pipeline, dataset_hash: Option<&str>) -> Result<Vec<u8>> {
             FittedModel::Linear(l) => linear::export(&mut g, l, &features),
             FittedModel::NaiveBayes(nb) => naive_bayes::export(&mut g, nb, &features),
             FittedModel::Knn(k) => knn::export(&mut g, k, &features),
+            FittedModel::Mlp(m) => mlp::export(&mut g, m, &features),
+            FittedModel::Svm(m) => svm::export(&mut g, m, &features),
         };
         let w = g.f64s(&[m.weight / total], &[]);
         parts.push(g.op("Mul", &[&out, &w], vec![]));

@@ -77,7 +77,7 @@ fn every_exported_family_matches_onnxruntime() {
             .collect();
     let mut runs = Vec::new();
     for (name, train, test, target) in &data {
-        let mut families = vec!["gbdt", "random_forest", "extra_trees", "linear", "knn"];
+        let mut families = vec!["gbdt", "random_forest", "extra_trees", "linear", "knn", "svm", "mlp"];
         if name != "cars" {
             families.push("naive_bayes");
         }
@@ -86,6 +86,7 @@ fn every_exported_family_matches_onnxruntime() {
             // Small tree models keep the test quick; forests still average many trees.
             let params: &[&str] = match family {
                 "gbdt" | "random_forest" | "extra_trees" => &["--param", "n_estimators=20"],
+                "mlp" => &["--param", "epochs=20", "--param", "hidden=16"],
                 _ => &[],
             };
             let mut args = vec![
