@@ -344,6 +344,9 @@ impl std::fmt::Debug for Coordinator {
     }
 }
 
+/// Families that run faster on a GPU worker. They go only to GPU workers while one is
+/// registered, and to any worker otherwise (the MLP trains on the CPU too): a cluster of CPU
+/// workers must not strand them (the e2e restart test hung on an MLP trial nobody could take).
 fn wants_gpu(family: &str) -> bool {
     family == "mlp"
 }
@@ -707,7 +710,9 @@ impl Coordinator {
     /// each spending its budget waiting for a share of the workers.
     pub fn lease_task(&mut self, worker: &str, now: Now) -> Result<Option<LeasedTask>, StateError> {
         self.heartbeat(worker, now)?;
-        let gpu = self.workers.get(worker).is_some_and(|w| w.gpus > 0);
+        // A CPU worker may take GPU-wanting trials when the cluster has no GPU worker at all.
+        let gpu = self.workers.get(worker).is_some_and(|w| w.gpus > 0)
+            || !self.workers.values().any(|w| w.gpus > 0);
         let n = self.order.len();
         let running = |c: &Coordinator, idx: usize| {
             c.jobs.get(&c.order[idx]).is_some_and(|j| j.state == JobState::Running)
@@ -1060,6 +1065,25 @@ mod tests {
         assert!(!garbage.contains(&"shared".to_string()), "{garbage:?}");
         assert!(c.referenced_blobs().any(|h| h == "shared"));
         assert!(garbage.iter().all(|h| !c.referenced_blobs().any(|r| r == h)));
+    }
+
+    #[test]
+    fn gpu_trials_go_to_gpu_workers_when_there_are_any_and_to_cpu_workers_otherwise() {
+        let now = Now::system();
+        let mut c = Coordinator::new(TTL);
+        let cpu = c.register("cpu", 0, 1, now);
+        let job = c.create_job(spec(40), now).unwrap();
+        let t = c.lease_task(&cpu, now).unwrap().unwrap();
+        let mlp_shape = PreparedShape { families: vec!["mlp".into()], ..shape() };
+        c.complete(t.token, TaskResult::Prepare(mlp_shape), vec![], now).unwrap();
+        // Only CPU workers: the MLP trial is theirs.
+        let t = c.lease_task(&cpu, now).unwrap().unwrap();
+        assert_eq!(trial_of(&t).family, "mlp");
+        // With a GPU worker registered, CPU workers leave MLP trials to it.
+        let gpu = c.register("gpu", 1, 1, now);
+        assert!(c.lease_task(&cpu, now).unwrap().is_none());
+        let t = c.lease_task(&gpu, now).unwrap().unwrap();
+        assert_eq!((t.job.as_str(), trial_of(&t).family.as_str()), (job.as_str(), "mlp"));
     }
 
     #[test]
