@@ -467,7 +467,12 @@ fn dashboard_in_headless_chromium() {
     // Cancel the job from its page.
     b.goto(&format!("{http}/jobs/{job}"));
     b.click("#cancel");
-    b.wait("the job to be cancelled", Duration::from_secs(15), |b| b.text("#state") == "cancelled");
+    // The page navigates after the click: read #state only once the new page has it (a
+    // WebDriver element lookup in between fails, and did in CI).
+    b.wait("the job to be cancelled", Duration::from_secs(15), |b| {
+        b.js("const e = document.querySelector('#state'); return e ? e.textContent.trim() : null;")
+            == json!("cancelled")
+    });
 
     // The submit form creates a job (file and column names that look like HTML stay text).
     let upload_dir = tempfile::tempdir().unwrap();
