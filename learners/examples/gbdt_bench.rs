@@ -52,6 +52,9 @@ struct Args {
     seed: u64,
     mode: TreeMode,
     rows: Option<usize>,
+    /// Overrides of the mode's tree size (forests: compare at boosting's tree size).
+    num_leaves: Option<usize>,
+    min_child_samples: Option<usize>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -69,6 +72,8 @@ fn parse_args() -> Res<Args> {
         seed: 0,
         mode: TreeMode::Gbdt,
         rows: None,
+        num_leaves: None,
+        min_child_samples: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,6 +88,8 @@ fn parse_args() -> Res<Args> {
             "--dump" => a.dump = Some(value()?.into()),
             "--seed" => a.seed = value()?.parse()?,
             "--rows" => a.rows = Some(value()?.parse()?),
+            "--num-leaves" => a.num_leaves = Some(value()?.parse()?),
+            "--min-child-samples" => a.min_child_samples = Some(value()?.parse()?),
             "--mode" => {
                 a.mode = match value()?.as_str() {
                     "gbdt" => TreeMode::Gbdt,
@@ -96,7 +103,7 @@ fn parse_args() -> Res<Args> {
             "--model-json" => a.model_json = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
-                    "gbdt_bench (--synthetic | --train F --test F --target COL) [--name N] [--threads N] [--repeat R] [--dump DIR [--dump-only]] [--model-json FILE] [--seed S] [--mode gbdt|random_forest|extra_trees] [--rows N]"
+                    "gbdt_bench (--synthetic | --train F --test F --target COL) [--name N] [--threads N] [--repeat R] [--dump DIR [--dump-only]] [--model-json FILE] [--seed S] [--mode gbdt|random_forest|extra_trees] [--rows N] [--num-leaves N] [--min-child-samples N]"
                 );
                 std::process::exit(0);
             }
@@ -263,7 +270,9 @@ fn main() -> Res<()> {
         return Ok(());
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build()?;
-    let params = bench_params(args.mode);
+    let mut params = bench_params(args.mode);
+    params.num_leaves = args.num_leaves.unwrap_or(params.num_leaves);
+    params.min_child_samples = args.min_child_samples.unwrap_or(params.min_child_samples);
     let metric = data.task.default_metric();
     let (tx, ty) = &data.train;
     let (vx, vy) = &data.test;

@@ -382,6 +382,15 @@ impl BinnedData {
         }
     }
 
+    /// Bin code of row `r` for feature `f`.
+    #[inline]
+    pub(crate) fn bin_at(&self, f: usize, r: usize) -> usize {
+        match &self.layout[f] {
+            Layout::Dense(slot) => usize::from(self.dense_cols[*slot][r]),
+            Layout::Wide(col) => usize::from(col[r]),
+        }
+    }
+
     pub(crate) fn total_bins(&self) -> usize {
         self.offsets.last().copied().unwrap_or(0)
     }

@@ -56,7 +56,17 @@ pub(crate) struct Scratch {
     hists: Vec<Vec<HistBin>>,
     gh: Vec<(f64, f64)>,
     right: Vec<u32>,
+    /// Small-node path: (bin, position in the node) pairs, then the node's non-empty bins.
+    keyed: Vec<(u32, u32)>,
+    sparse: Vec<(usize, HistBin)>,
+    bins: Vec<u32>,
 }
+
+/// Below this many rows a node gets no histogram: its split is searched over each feature's
+/// non-empty bins, found by sorting the node's bin codes. Deep forest trees are mostly such
+/// nodes, where clearing, subtracting and scanning full 256-bin histograms cost far more than
+/// the rows themselves.
+const SMALL_NODE_ROWS: usize = 128;
 
 impl Grower<'_> {
     fn can_split(&self, leaf: &Leaf) -> bool {
@@ -79,8 +89,14 @@ impl Grower<'_> {
         }
     }
 
-    fn find(&self, leaf: &Leaf, rng: &mut ChaCha8Rng) -> Option<SplitInfo> {
-        let hist = leaf.hist.as_ref()?;
+    /// Does this leaf's split search use a histogram (rather than the small-node path)?
+    fn wants_hist(&self, leaf: &Leaf) -> bool {
+        self.can_split(leaf) && leaf.end - leaf.start >= SMALL_NODE_ROWS
+    }
+
+    /// The features searched at this node: all the tree's, or a random share of them (random
+    /// forest style), sorted ascending.
+    fn node_features(&self, rng: &mut ChaCha8Rng) -> Option<Vec<usize>> {
         match self.params.node_colsample {
             Some(frac) if frac < 1.0 && self.features.len() > 1 => {
                 let m = self.features.len();
@@ -92,10 +108,56 @@ impl Grower<'_> {
                 }
                 pool.truncate(k);
                 pool.sort_unstable();
-                split::best_split(self.data, hist, leaf.stats, &pool, &self.params.split, rng)
+                Some(pool)
             }
-            _ => split::best_split(self.data, hist, leaf.stats, self.features, &self.params.split, rng),
+            _ => None,
         }
+    }
+
+    /// The leaf's best split: from its histogram when it has one, else from its rows.
+    fn find(&mut self, leaf: &Leaf, rows: &[u32], rng: &mut ChaCha8Rng) -> Option<SplitInfo> {
+        let pool = self.node_features(rng);
+        let features = pool.as_deref().unwrap_or(self.features);
+        if let Some(hist) = leaf.hist.as_ref() {
+            return split::best_split(self.data, hist, leaf.stats, features, &self.params.split, rng);
+        }
+        let rows = &rows[leaf.start..leaf.end];
+        let mut search = split::SplitSearch::new(leaf.stats, &self.params.split);
+        let Scratch { keyed, sparse, bins, gh, .. } = &mut *self.scratch;
+        let extra = self.params.split.extra_trees;
+        if extra {
+            gh.clear();
+            gh.extend(rows.iter().map(|&r| (self.grad[r as usize], self.hess[r as usize])));
+        }
+        for &f in features {
+            if extra && !self.data.mappers[f].is_categorical() {
+                bins.clear();
+                bins.extend(rows.iter().map(|&r| self.data.bin_at(f, r as usize) as u32));
+                search.extra_numeric_rows(self.data, f, bins, gh, rng);
+                continue;
+            }
+            keyed.clear();
+            keyed.extend(
+                rows.iter().enumerate().map(|(i, &r)| (self.data.bin_at(f, r as usize) as u32, i as u32)),
+            );
+            // Bin, then position: each bin sums its rows in row order, as a histogram does.
+            keyed.sort_unstable();
+            sparse.clear();
+            for &(b, i) in keyed.iter() {
+                let r = rows[i as usize] as usize;
+                let (g, h) = (self.grad[r], self.hess[r]);
+                match sparse.last_mut() {
+                    Some((last, cell)) if *last == b as usize => {
+                        cell.g += g;
+                        cell.h += h;
+                        cell.n += 1;
+                    }
+                    _ => sparse.push((b as usize, HistBin { g, h, n: 1 })),
+                }
+            }
+            search.sparse(self.data, f, sparse, rng);
+        }
+        search.finish()
     }
 
     /// For every bin of the split feature: does a row in it go left?
@@ -167,8 +229,10 @@ pub(crate) fn grow(
     stats.n = rows.len() as u32;
     let mut root = Leaf { node: 0, start: 0, end: rows.len(), depth: 0, stats, hist: None, split: None };
     if grower.can_split(&root) && params.num_leaves > 1 {
-        root.hist = Some(grower.histogram(rows));
-        root.split = grower.find(&root, rng);
+        if grower.wants_hist(&root) {
+            root.hist = Some(grower.histogram(rows));
+        }
+        root.split = grower.find(&root, rows, rng);
     }
     // Splittable leaves by gain. A linear scan per split made deep forest trees (thousands of
     // leaves) quadratic; ties go to the lowest leaf index, as that scan did.
@@ -222,11 +286,16 @@ pub(crate) fn grow(
             hist: None,
             split: None,
         };
-        let (need_l, need_r) = (grower.can_split(&left), grower.can_split(&right));
+        let (need_l, need_r) = (grower.wants_hist(&left), grower.wants_hist(&right));
         if need_l || need_r {
             let left_smaller = w - start <= end - w;
-            let (small, large, need_large) =
-                if left_smaller { (&mut left, &mut right, need_r) } else { (&mut right, &mut left, need_l) };
+            let (small, large, need_small, need_large) = if left_smaller {
+                (&mut left, &mut right, need_l, need_r)
+            } else {
+                (&mut right, &mut left, need_r, need_l)
+            };
+            // The smaller child's histogram is built even when only the larger one needs
+            // one: the subtraction makes the larger one's nearly free.
             let small_hist = grower.histogram(&rows[small.start..small.end]);
             if need_large {
                 if let Some(mut ph) = parent_hist {
@@ -238,17 +307,21 @@ pub(crate) fn grow(
             } else {
                 grower.recycle(parent_hist);
             }
-            small.hist = Some(small_hist);
-            for leaf in [&mut left, &mut right] {
-                if grower.can_split(leaf) {
-                    leaf.split = grower.find(leaf, rng);
-                }
-                if leaf.split.is_none() {
-                    grower.recycle(leaf.hist.take());
-                }
+            if need_small {
+                small.hist = Some(small_hist);
+            } else {
+                grower.recycle(Some(small_hist));
             }
         } else {
             grower.recycle(parent_hist);
+        }
+        for leaf in [&mut left, &mut right] {
+            if grower.can_split(leaf) {
+                leaf.split = grower.find(leaf, rows, rng);
+            }
+            if leaf.split.is_none() {
+                grower.recycle(leaf.hist.take());
+            }
         }
         if let Some(sp) = &left.split {
             ready.push(Candidate { gain: sp.gain, index: i });

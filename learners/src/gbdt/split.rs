@@ -124,54 +124,176 @@ pub(crate) fn best_split(
     cfg: &SplitConfig,
     rng: &mut ChaCha8Rng,
 ) -> Option<SplitInfo> {
-    let parent = cfg.leaf_gain(total);
-    let mut best = Best { gain: cfg.min_split_gain.max(0.0), found: None };
+    let mut search = SplitSearch::new(total, cfg);
     for &f in features {
-        let h = &hist[data.offsets[f]..data.offsets[f + 1]];
-        if data.mappers[f].is_categorical() {
-            categorical(f, h, total, parent, cfg, rng, &mut best);
-        } else {
-            numeric(f, h, total, parent, cfg, rng, &mut best);
-        }
+        search.dense(data, f, &hist[data.offsets[f]..data.offsets[f + 1]], rng);
     }
-    best.found
+    search.finish()
 }
 
+/// One node's split search, fed one feature at a time: from a dense histogram slice, or from
+/// the non-empty bins of a small node (see `grow`'s small-node path). Both feed the same scan
+/// the same non-empty bins in the same order, so they find bit-identical splits.
+pub(crate) struct SplitSearch<'c> {
+    cfg: &'c SplitConfig,
+    total: Stats,
+    parent: f64,
+    best: Best,
+    /// A dense slice rebuilt from sparse bins for categorical features.
+    cat_scratch: Vec<HistBin>,
+}
+
+impl<'c> SplitSearch<'c> {
+    pub(crate) fn new(total: Stats, cfg: &'c SplitConfig) -> SplitSearch<'c> {
+        SplitSearch {
+            cfg,
+            total,
+            parent: cfg.leaf_gain(total),
+            best: Best { gain: cfg.min_split_gain.max(0.0), found: None },
+            cat_scratch: Vec::new(),
+        }
+    }
+
+    /// Feature `f` from its histogram slice (missing bin last).
+    pub(crate) fn dense(&mut self, data: &BinnedData, f: usize, h: &[HistBin], rng: &mut ChaCha8Rng) {
+        let Self { cfg, total, parent, best, .. } = self;
+        if data.mappers[f].is_categorical() {
+            categorical(f, h, *total, *parent, cfg, rng, best);
+        } else {
+            let k = h.len() - 1;
+            let bins = h[..k].iter().copied().enumerate().filter(|(_, b)| b.n > 0);
+            numeric(f, bins, h[k], *total, *parent, cfg, rng, best);
+        }
+    }
+
+    /// Feature `f` from its non-empty bins in ascending bin order (the missing bin included,
+    /// if non-empty).
+    pub(crate) fn sparse(
+        &mut self,
+        data: &BinnedData,
+        f: usize,
+        bins: &[(usize, HistBin)],
+        rng: &mut ChaCha8Rng,
+    ) {
+        let mapper = &data.mappers[f];
+        let Self { cfg, total, parent, best, cat_scratch } = self;
+        if mapper.is_categorical() {
+            cat_scratch.clear();
+            cat_scratch.resize(mapper.n_bins, HistBin::default());
+            for &(b, bin) in bins {
+                cat_scratch[b] = bin;
+            }
+            categorical(f, cat_scratch, *total, *parent, cfg, rng, best);
+        } else {
+            let k = mapper.missing_bin();
+            let mis = bins.last().filter(|(b, _)| *b == k).map_or(HistBin::default(), |(_, m)| *m);
+            let present = bins.iter().copied().filter(|(b, _)| *b < k);
+            numeric(f, present, mis, *total, *parent, cfg, rng, best);
+        }
+    }
+
+    /// Extra-trees on numeric feature `f` of a small node, straight from its rows (`bins[i]`,
+    /// `gh[i]`: row i's bin and gradient pair): one random threshold needs only the range of
+    /// bins and one prefix sum, not every bin's sums.
+    pub(crate) fn extra_numeric_rows(
+        &mut self,
+        data: &BinnedData,
+        f: usize,
+        bins: &[u32],
+        gh: &[(f64, f64)],
+        rng: &mut ChaCha8Rng,
+    ) {
+        debug_assert!(self.cfg.extra_trees && !data.mappers[f].is_categorical());
+        let k = data.mappers[f].missing_bin() as u32;
+        let (mut lo, mut hi) = (u32::MAX, 0u32);
+        let mut mis = HistBin::default();
+        for (&b, &(g, h)) in bins.iter().zip(gh) {
+            if b == k {
+                mis.g += g;
+                mis.h += h;
+                mis.n += 1;
+            } else {
+                lo = lo.min(b);
+                hi = hi.max(b);
+            }
+        }
+        if lo == u32::MAX {
+            return;
+        }
+        let b = if hi > lo {
+            rng.random_range(lo as usize..hi as usize) as u32
+        } else if mis.n > 0 {
+            hi
+        } else {
+            return;
+        };
+        let mut prefix = Stats::default();
+        for (&at, &(g, h)) in bins.iter().zip(gh) {
+            if at <= b {
+                prefix = prefix.add(HistBin { g, h, n: 1 });
+            }
+        }
+        let Self { cfg, total, parent, best, .. } = self;
+        try_numeric(f, b as usize, prefix, mis, *total, *parent, cfg, best);
+    }
+
+    pub(crate) fn finish(self) -> Option<SplitInfo> {
+        self.best.found
+    }
+}
+
+/// Offers the numeric split "bins `<= b` go left", with the missing rows on the side that gains
+/// more (or, when the node has none, on the larger side).
+#[allow(clippy::too_many_arguments)]
+fn try_numeric(
+    f: usize,
+    b: usize,
+    prefix: Stats,
+    mis: HistBin,
+    total: Stats,
+    parent: f64,
+    cfg: &SplitConfig,
+    best: &mut Best,
+) {
+    if mis.n == 0 {
+        if let Some(gain) = best.offer(cfg, parent, total, prefix) {
+            // No missing rows here: unseen missing values follow the larger child.
+            let default_left = 2 * prefix.n >= total.n;
+            best.set(f, gain, SplitKind::Numeric { bin: b, default_left }, total, prefix);
+        }
+        return;
+    }
+    if let Some(gain) = best.offer(cfg, parent, total, prefix) {
+        let kind = SplitKind::Numeric { bin: b, default_left: false };
+        best.set(f, gain, kind, total, prefix);
+    }
+    let with_missing = prefix.add(mis);
+    if let Some(gain) = best.offer(cfg, parent, total, with_missing) {
+        let kind = SplitKind::Numeric { bin: b, default_left: true };
+        best.set(f, gain, kind, total, with_missing);
+    }
+}
+
+/// Threshold scan of one numeric feature over its non-empty bins `bins` (ascending, missing
+/// bin excluded); `mis` sums the rows in the missing bin.
+#[allow(clippy::too_many_arguments)]
 fn numeric(
     f: usize,
-    h: &[HistBin],
+    bins: impl Iterator<Item = (usize, HistBin)> + Clone,
+    mis: HistBin,
     total: Stats,
     parent: f64,
     cfg: &SplitConfig,
     rng: &mut ChaCha8Rng,
     best: &mut Best,
 ) {
-    let k = h.len() - 1;
-    let mis = h[k];
-    let try_at = |best: &mut Best, b: usize, prefix: Stats| {
-        if mis.n == 0 {
-            if let Some(gain) = best.offer(cfg, parent, total, prefix) {
-                // No missing rows here: unseen missing values follow the larger child.
-                let default_left = 2 * prefix.n >= total.n;
-                best.set(f, gain, SplitKind::Numeric { bin: b, default_left }, total, prefix);
-            }
-            return;
-        }
-        if let Some(gain) = best.offer(cfg, parent, total, prefix) {
-            let kind = SplitKind::Numeric { bin: b, default_left: false };
-            best.set(f, gain, kind, total, prefix);
-        }
-        let with_missing = prefix.add(mis);
-        if let Some(gain) = best.offer(cfg, parent, total, with_missing) {
-            let kind = SplitKind::Numeric { bin: b, default_left: true };
-            best.set(f, gain, kind, total, with_missing);
-        }
-    };
+    let try_at =
+        |best: &mut Best, b: usize, prefix: Stats| try_numeric(f, b, prefix, mis, total, parent, cfg, best);
     if cfg.extra_trees {
-        let Some(lo) = h[..k].iter().position(|b| b.n > 0) else {
+        let Some((lo, _)) = bins.clone().next() else {
             return;
         };
-        let hi = h[..k].iter().rposition(|b| b.n > 0).unwrap_or(lo);
+        let hi = bins.clone().last().map_or(lo, |(b, _)| b);
         let b = if hi > lo {
             rng.random_range(lo..hi)
         } else if mis.n > 0 {
@@ -179,7 +301,7 @@ fn numeric(
         } else {
             return;
         };
-        let prefix = h[..=b].iter().fold(Stats::default(), |acc, &x| acc.add(x));
+        let prefix = bins.take_while(|&(at, _)| at <= b).fold(Stats::default(), |acc, (_, x)| acc.add(x));
         try_at(best, b, prefix);
         return;
     }
@@ -187,10 +309,7 @@ fn numeric(
     // (`offer` would reject them); once the right side is too small it only shrinks further.
     let min_n = cfg.min_child_samples.max(1) as u32;
     let mut prefix = Stats::default();
-    for (b, &bin) in h[..k].iter().enumerate() {
-        if bin.n == 0 {
-            continue;
-        }
+    for (b, bin) in bins {
         prefix = prefix.add(bin);
         if total.n.saturating_sub(prefix.n) < min_n {
             break;
