@@ -40,6 +40,39 @@ pub struct FamilyStats {
     pub n_failed: usize,
     pub total_cost: f64,
     pub best: Option<(f64, Config)>,
+    /// The family's cumulative cost when it found its best, and when it found the best before.
+    pub cost_at_best: f64,
+    pub cost_at_prev_best: f64,
+    /// The best loss before the current best.
+    pub prev_best: Option<f64>,
+}
+
+impl FamilyStats {
+    /// Estimated cost for improvement (FLAML's ECI, Wang et al. 2021): how much more of its own
+    /// cost this family needs to beat its best (as long as it has gone without improving, or as
+    /// long as its last improvement took) and, when it is not the leader, to reach the leader's
+    /// loss `leader` at the speed it has been improving.
+    pub fn eci(&self, leader: f64) -> f64 {
+        let mean = self.total_cost / self.n_trials.max(1) as f64;
+        let own =
+            (self.total_cost - self.cost_at_best).max(self.cost_at_best - self.cost_at_prev_best).max(mean);
+        let Some((best, _)) = &self.best else {
+            // Never succeeded (some trials may still be running): as costly as what it spent.
+            return own.max(self.total_cost);
+        };
+        let gap = best - leader;
+        if gap <= 0.0 {
+            return own;
+        }
+        let catch_up = match self.prev_best {
+            Some(prev) if prev > *best && self.cost_at_best > self.cost_at_prev_best => {
+                gap / ((prev - best) / (self.cost_at_best - self.cost_at_prev_best))
+            }
+            // One success only: no speed to go by, so it waits twice as long as on its own.
+            _ => 2.0 * own,
+        };
+        own.max(catch_up)
+    }
 }
 
 /// The spaces of the families that suit data of this shape; an error when none does.
@@ -89,43 +122,42 @@ impl FamilyBoard {
         self.queue.pop()
     }
 
+    /// The family of the next trial, drawn with probability inversely proportional to its
+    /// estimated cost for improvement ([`FamilyStats::eci`]): the leader while it keeps
+    /// improving cheaply, a challenger that is close behind or improving fast, and now and
+    /// then anything else. A family not heard from yet is drawn as if as cheap as the
+    /// cheapest one; a family whose every trial failed is not drawn again.
     pub(crate) fn pick_family(&self, rng: &mut ChaCha8Rng) -> Option<usize> {
         let usable: Vec<usize> = (0..self.spaces.len())
             .filter(|&k| {
                 let s = self.stats.get(&self.spaces[k].0);
-                // A family whose every trial failed is not tried again.
                 s.is_none_or(|s| s.n_failed < s.n_trials || s.n_trials == 0)
             })
             .collect();
         if usable.is_empty() {
             return None;
         }
-        let best_of = |k: usize| self.stats.get(&self.spaces[k].0).and_then(|s| s.best.as_ref()).map(|b| b.0);
-        let leader = usable.iter().copied().min_by(|&a, &b| {
-            best_of(a).unwrap_or(f64::INFINITY).total_cmp(&best_of(b).unwrap_or(f64::INFINITY))
-        })?;
-        if usable.len() == 1 || rng.random_bool(0.6) {
-            return Some(leader);
-        }
-        // Otherwise a challenger, cheaper ones more often.
-        let others: Vec<usize> = usable.into_iter().filter(|&k| k != leader).collect();
-        let weights: Vec<f64> = others
+        let leader =
+            self.stats.values().filter_map(|s| s.best.as_ref().map(|b| b.0)).fold(f64::INFINITY, f64::min);
+        let ecis: Vec<Option<f64>> = usable
             .iter()
             .map(|&k| {
-                let s = self.stats.get(&self.spaces[k].0);
-                let mean_cost = s.map_or(1.0, |s| s.total_cost / s.n_trials.max(1) as f64);
-                1.0 / mean_cost.max(1e-3)
+                let s = self.stats.get(&self.spaces[k].0).filter(|s| s.n_trials > 0)?;
+                Some(s.eci(leader).max(1e-9))
             })
             .collect();
+        let cheapest = ecis.iter().flatten().copied().fold(f64::INFINITY, f64::min);
+        let cheapest = if cheapest.is_finite() { cheapest } else { 1.0 };
+        let weights: Vec<f64> = ecis.iter().map(|e| 1.0 / e.unwrap_or(cheapest)).collect();
         let total: f64 = weights.iter().sum();
         let mut x = rng.random_range(0.0..total);
-        for (k, w) in others.iter().zip(&weights) {
+        for (k, w) in usable.iter().zip(&weights) {
             if x < *w {
                 return Some(*k);
             }
             x -= w;
         }
-        others.last().copied()
+        usable.last().copied()
     }
 
     /// A local move: near the family's best config (steps shrink as the family accumulates
@@ -149,6 +181,9 @@ impl FamilyBoard {
         match record.loss {
             Some(loss) if loss.is_finite() => {
                 if s.best.as_ref().is_none_or(|(b, _)| loss < *b) {
+                    s.prev_best = s.best.as_ref().map(|(b, _)| *b);
+                    s.cost_at_prev_best = s.cost_at_best;
+                    s.cost_at_best = s.total_cost;
                     s.best = Some((loss, record.config.clone()));
                 }
             }
@@ -242,6 +277,62 @@ mod tests {
                 sug
             })
             .collect()
+    }
+
+    fn stats_from(trials: &[(Option<f64>, f64)]) -> FamilyStats {
+        let mut board = FamilyBoard::new(&["gbdt"], shape()).unwrap();
+        for &(loss, cost) in trials {
+            board.record(&TrialRecord { family: "gbdt".into(), config: Config::new(), loss, cost });
+        }
+        board.stats["gbdt"].clone()
+    }
+
+    #[test]
+    fn eci_of_the_leader_is_its_own_time_to_improve() {
+        // Improvements at cumulative cost 3 (0.5) and 5 (0.4), then 4 more without one.
+        let s = stats_from(&[(Some(0.5), 1.0), (Some(0.6), 2.0), (Some(0.4), 2.0), (Some(0.45), 4.0)]);
+        assert_eq!((s.cost_at_prev_best, s.cost_at_best, s.prev_best), (1.0, 5.0, Some(0.5)));
+        // max(9 - 5, 5 - 1, mean 2.25) = 4
+        assert_eq!(s.eci(0.4), 4.0);
+    }
+
+    #[test]
+    fn eci_of_a_challenger_includes_catching_up_at_its_speed() {
+        let s = stats_from(&[(Some(0.5), 1.0), (Some(0.4), 1.0)]);
+        // own: max(2 - 2, 2 - 1, mean 1) = 1; speed 0.1 per unit: 0.3 behind takes 3.
+        assert!((s.eci(0.1) - 3.0).abs() < 1e-12);
+        // Close behind: its own time dominates.
+        assert!((s.eci(0.39) - 1.0).abs() < 1e-12);
+        // One success and no speed: twice its own time.
+        let one = stats_from(&[(Some(0.5), 2.0)]);
+        assert_eq!(one.eci(0.1), 4.0);
+    }
+
+    #[test]
+    fn pick_family_draws_inversely_to_eci_and_skips_failed_families() {
+        let mut board = FamilyBoard::new(&["gbdt", "linear", "knn"], shape()).unwrap();
+        let rec = |f: &str, loss: Option<f64>, cost: f64| TrialRecord {
+            family: f.into(),
+            config: Config::new(),
+            loss,
+            cost,
+        };
+        // gbdt leads and just improved cheaply (ECI 1); linear lags with ECI 2 × 4 = 8.
+        for r in [rec("gbdt", Some(0.3), 1.0), rec("gbdt", Some(0.2), 1.0), rec("linear", Some(0.5), 4.0)] {
+            board.record(&r);
+        }
+        board.record(&rec("knn", None, 1.0));
+        let names: Vec<&str> = board.spaces.iter().map(|(f, _)| f.as_str()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut counts = BTreeMap::new();
+        for _ in 0..9000 {
+            let k = board.pick_family(&mut rng).unwrap();
+            *counts.entry(names[k]).or_insert(0usize) += 1;
+        }
+        assert_eq!(counts.get("knn"), None, "a family whose every trial failed is not drawn");
+        // Expected shares 1/1 : 1/8, i.e. 8000 : 1000.
+        let gbdt = counts["gbdt"] as f64;
+        assert!((gbdt - 8000.0).abs() < 300.0, "{counts:?}");
     }
 
     #[test]
