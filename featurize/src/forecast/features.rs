@@ -9,6 +9,12 @@ pub struct LagSpec {
     pub lags: Vec<usize>,
     pub windows: Vec<usize>,
     pub anchor: usize,
+    /// Anchor on the value one season back (`anchor` points) instead of the mean of the last
+    /// season: the model then learns year-over-year change, and for every step within one
+    /// season the anchor is an observation, never a fed-back forecast, so a trend carries on
+    /// where a mean-anchored recursive model drifts back to the panel's average growth.
+    #[serde(default)]
+    pub seasonal_anchor: bool,
 }
 
 impl LagSpec {
@@ -23,7 +29,7 @@ impl LagSpec {
         lags.dedup();
         let mut windows = vec![m.max(3), (3 * m).max(6)];
         windows.dedup();
-        LagSpec { lags, windows, anchor: m }
+        LagSpec { lags, windows, anchor: m, seasonal_anchor: false }
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -36,9 +42,16 @@ impl LagSpec {
         names
     }
 
-    /// The anchor of the next point after `past`: the mean of the observed values among the
-    /// last `anchor` points, else the last observed value within `4 × anchor` points.
+    /// The anchor of the next point after `past`: with `seasonal_anchor`, the value `anchor`
+    /// points back when it is observed; else the mean of the observed values among the last
+    /// `anchor` points, else the last observed value within `4 × anchor` points.
     pub fn anchor_of(&self, past: &[f64]) -> Option<f64> {
+        if self.seasonal_anchor && self.anchor > 1 && past.len() >= self.anchor {
+            let v = past[past.len() - self.anchor];
+            if v.is_finite() {
+                return Some(v);
+            }
+        }
         let recent = &past[past.len().saturating_sub(self.anchor)..];
         let (sum, n) =
             recent.iter().filter(|v| v.is_finite()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
@@ -92,9 +105,12 @@ mod tests {
     /// unchanged. A feature that peeks at the point itself or later fails here.
     #[test]
     fn features_never_read_the_present_or_future() {
-        let spec = LagSpec::new(7, &[14]);
+        let mean_anchored = LagSpec::new(7, &[14]);
+        let seasonal = LagSpec { seasonal_anchor: true, ..mean_anchored.clone() };
         let values: Vec<f64> = (0..60).map(|i| (i as f64 * 0.7).sin() * 10.0 + i as f64).collect();
-        for t in 1..values.len() {
+        for (spec, t) in
+            [&mean_anchored, &seasonal].into_iter().flat_map(|s| (1..values.len()).map(move |t| (s, t)))
+        {
             let mut a = Vec::new();
             let anchor_a = spec.features_at(&values, t, &mut a);
             let mut future_changed = values.clone();
@@ -111,7 +127,7 @@ mod tests {
 
     #[test]
     fn lag_values_are_relative_to_the_anchor() {
-        let spec = LagSpec { lags: vec![1, 2], windows: vec![2], anchor: 2 };
+        let spec = LagSpec { lags: vec![1, 2], windows: vec![2], anchor: 2, seasonal_anchor: false };
         let mut out = Vec::new();
         let anchor = spec.row(&[1.0, 3.0, 5.0], &mut out);
         assert_eq!(anchor, Some(4.0));
@@ -121,5 +137,15 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(spec.row(&[f64::NAN, f64::NAN], &mut out), None);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_seasonal_anchor_is_the_value_one_season_back_else_the_mean() {
+        let spec = LagSpec { lags: vec![1], windows: vec![3], anchor: 3, seasonal_anchor: true };
+        assert_eq!(spec.anchor_of(&[1.0, 2.0, 4.0, 8.0]), Some(2.0));
+        // Missing a season back: the mean of the last season's observations.
+        assert_eq!(spec.anchor_of(&[1.0, f64::NAN, 4.0, 8.0]), Some(6.0));
+        // Shorter than a season: the mean too.
+        assert_eq!(spec.anchor_of(&[4.0, 8.0]), Some(6.0));
     }
 }

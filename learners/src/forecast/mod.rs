@@ -5,6 +5,7 @@
 pub mod arima;
 pub mod ets;
 pub mod global;
+pub mod theta;
 
 use quarry_featurize::forecast::{Frequency, LagSpec};
 use rayon::prelude::*;
@@ -92,6 +93,10 @@ pub enum ForecasterSpec {
     Arima {
         transform: Transform,
     },
+    /// Per-series Theta method ([`theta::fit_theta`]).
+    Theta {
+        transform: Transform,
+    },
     Global {
         transform: Transform,
         learner: GlobalLearner,
@@ -101,6 +106,9 @@ pub enum ForecasterSpec {
         /// 0: recursive; `H`: direct over `H` steps.
         #[serde(default)]
         direct: usize,
+        /// Features and target measured from the value one season back ([`LagSpec::seasonal_anchor`]).
+        #[serde(default)]
+        seasonal_anchor: bool,
     },
 }
 
@@ -111,14 +119,16 @@ impl ForecasterSpec {
             ForecasterSpec::SeasonalNaive => "seasonal_naive".into(),
             ForecasterSpec::Ets { transform } => format!("ets{}", transform.name()),
             ForecasterSpec::Arima { transform } => format!("arima{}", transform.name()),
-            ForecasterSpec::Global { transform, learner, covariates, direct, .. } => {
+            ForecasterSpec::Theta { transform } => format!("theta{}", transform.name()),
+            ForecasterSpec::Global { transform, learner, covariates, direct, seasonal_anchor, .. } => {
                 let cov = if covariates.is_empty() { "" } else { "_cov" };
+                let lags = if *seasonal_anchor { "sdiff" } else { "lags" };
                 let strategy = if *direct > 0 { "_direct" } else { "" };
                 let t = transform.name();
                 match learner {
-                    GlobalLearner::Ridge { .. } => format!("ridge_lags{cov}{strategy}{t}"),
+                    GlobalLearner::Ridge { .. } => format!("ridge_{lags}{cov}{strategy}{t}"),
                     GlobalLearner::Trees { params } => {
-                        format!("gbdt{}x{}_lags{cov}{strategy}{t}", params.num_leaves, params.n_estimators)
+                        format!("gbdt{}x{}_{lags}{cov}{strategy}{t}", params.num_leaves, params.n_estimators)
                     }
                 }
             }
@@ -142,6 +152,11 @@ pub enum FittedForecaster {
     Arima {
         transform: Transform,
         fits: Vec<Option<arima::ArimaFit>>,
+    },
+    /// Like `Ets`: one fit per series, `None` falls back to naive.
+    Theta {
+        transform: Transform,
+        fits: Vec<Option<theta::ThetaFit>>,
     },
     Global {
         model: Box<GlobalModel>,
@@ -225,8 +240,16 @@ pub fn fit(
                 .collect();
             FittedForecaster::Arima { transform: *transform, fits }
         }
-        ForecasterSpec::Global { transform, learner, extra_lags, covariates, direct } => {
-            let lag_spec = LagSpec::new(seasonality, extra_lags);
+        ForecasterSpec::Theta { transform } => {
+            let fits = series
+                .par_iter()
+                .map(|s| theta::fit_theta(&transform.forward_all(s.values, s.scale), seasonality.max(1)))
+                .collect();
+            FittedForecaster::Theta { transform: *transform, fits }
+        }
+        ForecasterSpec::Global { transform, learner, extra_lags, covariates, direct, seasonal_anchor } => {
+            let lag_spec =
+                LagSpec { seasonal_anchor: *seasonal_anchor, ..LagSpec::new(seasonality, extra_lags) };
             let model = GlobalModel::fit(
                 series,
                 freq,
@@ -258,6 +281,11 @@ impl FittedForecaster {
                 })
             }
             FittedForecaster::Arima { transform, fits } => {
+                local_forecasts(series, steps, *transform, |i, z, h| {
+                    Some(fits.get(i)?.as_ref()?.forecast(z, h))
+                })
+            }
+            FittedForecaster::Theta { transform, fits } => {
                 local_forecasts(series, steps, *transform, |i, z, h| {
                     Some(fits.get(i)?.as_ref()?.forecast(z, h))
                 })
