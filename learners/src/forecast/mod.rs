@@ -215,6 +215,15 @@ fn local_forecasts(
         .collect()
 }
 
+/// One local model per series, on its transformed history (in parallel over series).
+fn fit_local<T: Send>(
+    series: &[SeriesView],
+    transform: Transform,
+    f: impl Fn(&[f64]) -> Option<T> + Sync,
+) -> Vec<Option<T>> {
+    series.par_iter().map(|s| f(&transform.forward_all(s.values, s.scale))).collect()
+}
+
 /// Fits `spec` on the series (parallel over series for local models).
 pub fn fit(
     spec: &ForecasterSpec,
@@ -226,27 +235,18 @@ pub fn fit(
     Ok(match spec {
         ForecasterSpec::Naive => FittedForecaster::Naive,
         ForecasterSpec::SeasonalNaive => FittedForecaster::SeasonalNaive { m: seasonality.max(1) },
-        ForecasterSpec::Ets { transform } => {
-            let fits = series
-                .par_iter()
-                .map(|s| ets::auto_ets(&transform.forward_all(s.values, s.scale), seasonality.max(1)))
-                .collect();
-            FittedForecaster::Ets { transform: *transform, fits }
-        }
-        ForecasterSpec::Arima { transform } => {
-            let fits = series
-                .par_iter()
-                .map(|s| arima::auto_arima(&transform.forward_all(s.values, s.scale), seasonality.max(1)))
-                .collect();
-            FittedForecaster::Arima { transform: *transform, fits }
-        }
-        ForecasterSpec::Theta { transform } => {
-            let fits = series
-                .par_iter()
-                .map(|s| theta::fit_theta(&transform.forward_all(s.values, s.scale), seasonality.max(1)))
-                .collect();
-            FittedForecaster::Theta { transform: *transform, fits }
-        }
+        ForecasterSpec::Ets { transform } => FittedForecaster::Ets {
+            transform: *transform,
+            fits: fit_local(series, *transform, |z| ets::auto_ets(z, seasonality.max(1))),
+        },
+        ForecasterSpec::Arima { transform } => FittedForecaster::Arima {
+            transform: *transform,
+            fits: fit_local(series, *transform, |z| arima::auto_arima(z, seasonality.max(1))),
+        },
+        ForecasterSpec::Theta { transform } => FittedForecaster::Theta {
+            transform: *transform,
+            fits: fit_local(series, *transform, |z| theta::fit_theta(z, seasonality.max(1))),
+        },
         ForecasterSpec::Global { transform, learner, extra_lags, covariates, direct, seasonal_anchor } => {
             let lag_spec =
                 LagSpec { seasonal_anchor: *seasonal_anchor, ..LagSpec::new(seasonality, extra_lags) };
