@@ -43,6 +43,13 @@ impl Family {
         Family::ALL.into_iter().filter(move |f| *f != Family::NaiveBayes || task.is_classification())
     }
 
+    /// Does a fit check its cancel callback between steps (rounds, trees, epochs)? Linear
+    /// models (linfa's solvers), kNN, naive Bayes and the SVM fit in one uninterruptible call,
+    /// so a deadline is only noticed after they return.
+    pub fn stops_between_steps(self) -> bool {
+        matches!(self, Family::Gbdt | Family::RandomForest | Family::ExtraTrees | Family::Mlp)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Gbdt => "gbdt",
