@@ -3,7 +3,8 @@
 //! large ones frequency-encoded. Fitted on training rows, stored in the model, applied unchanged.
 
 use ndarray::Array2;
-use quarry_featurize::{FeatureKind, FeatureMatrix};
+use quarry_featurize::{FeatureKind, FeatureMatrix, Predictions};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Categoricals with at most this many levels are one-hot encoded; larger ones are
@@ -116,4 +117,23 @@ pub(crate) fn design(prep: &[ColumnPrep], x: &FeatureMatrix) -> Array2<f64> {
         }
     }
     out
+}
+
+/// Predictions for `n_rows` rows, filled in parallel: `fill(state, row, out)` writes the row's
+/// one value (`n_classes == 0`, regression) or its probability per class into `out`. `init`
+/// makes per-thread scratch state.
+pub(crate) fn predict_rows<S>(
+    n_rows: usize,
+    n_classes: usize,
+    init: impl Fn() -> S + Sync + Send,
+    fill: impl Fn(&mut S, usize, &mut [f64]) + Sync + Send,
+) -> Predictions {
+    let n_out = n_classes.max(1);
+    let mut out = vec![0.0; n_rows * n_out];
+    out.par_chunks_mut(n_out).enumerate().for_each_init(init, |state, (i, row_out)| fill(state, i, row_out));
+    if n_classes == 0 {
+        Predictions::Values(out)
+    } else {
+        Predictions::Probabilities { n_classes, values: out }
+    }
 }

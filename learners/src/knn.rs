@@ -4,10 +4,9 @@
 use quarry_featurize::{FeatureMatrix, Predictions, Target, Task};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::design::{ColumnPrep, design, design_width, fit_prep};
+use crate::design::{ColumnPrep, design, design_width, fit_prep, predict_rows};
 use crate::error::{Result, TrainError};
 use crate::params::ParamReader;
 
@@ -140,21 +139,16 @@ impl KnnModel {
     pub fn predict(&self, x: &FeatureMatrix) -> Predictions {
         let d = design(&self.prep, x);
         let queries: Vec<f32> = d.iter().map(|&v| v as f32).collect();
-        let n_out = self.n_classes.max(1);
-        let mut out = vec![0.0; x.n_rows * n_out];
         let k = self.params.n_neighbors.min(self.n_train());
-        out.par_chunks_mut(n_out).enumerate().for_each_init(
+        predict_rows(
+            x.n_rows,
+            self.n_classes,
             || Vec::with_capacity(self.n_train()),
-            |dists, (i, row_out)| {
+            |dists, i, row_out| {
                 let q = &queries[i * self.width..(i + 1) * self.width];
                 self.predict_row(q, k, dists, row_out);
             },
-        );
-        if self.n_classes == 0 {
-            Predictions::Values(out)
-        } else {
-            Predictions::Probabilities { n_classes: self.n_classes, values: out }
-        }
+        )
     }
 
     /// Fills `out` (one value, or a probability per class) for the query `q`.

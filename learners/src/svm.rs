@@ -13,10 +13,9 @@ use ndarray::{Array1, Array2, ArrayView1};
 use quarry_featurize::{FeatureMatrix, Predictions, Target, Task};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::design::{ColumnPrep, design, design_width, fit_prep};
+use crate::design::{ColumnPrep, design, design_width, fit_prep, predict_rows};
 use crate::error::{Result, TrainError};
 use crate::params::ParamReader;
 
@@ -293,14 +292,7 @@ impl SvmModel {
 
     pub fn predict(&self, x: &FeatureMatrix) -> Predictions {
         let d = design(&self.prep, x);
-        let n_out = if self.n_classes == 0 { 1 } else { self.n_classes };
-        let mut out = vec![0.0; x.n_rows * n_out];
-        out.par_chunks_mut(n_out).enumerate().for_each(|(i, o)| self.predict_row(d.row(i), o));
-        if self.n_classes == 0 {
-            Predictions::Values(out)
-        } else {
-            Predictions::Probabilities { n_classes: self.n_classes, values: out }
-        }
+        predict_rows(x.n_rows, self.n_classes, || (), |(), i, o| self.predict_row(d.row(i), o))
     }
 
     fn predict_row(&self, row: ArrayView1<'_, f64>, out: &mut [f64]) {

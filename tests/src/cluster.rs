@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -54,6 +54,12 @@ pub fn have_serve() -> bool {
     ok
 }
 
+/// A scratch folder for a cluster test, or `None` (skip the test) when this build has no
+/// `quarry serve`.
+pub fn cluster_dir() -> Option<tempfile::TempDir> {
+    have_serve().then(|| tempfile::tempdir().unwrap())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -78,6 +84,68 @@ pub fn serve(store_args: &[&str], grpc: &str, extra: &[&str], log: &Path) -> (Pr
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("quarry serve printed no `listening grpc=ADDR`; log:\n{}", read(log)));
     (proc, format!("http://{addr}"))
+}
+
+/// [`serve`] with a file store at `dir/store`, on a free port, logging to `dir/serve.log`.
+pub fn serve_store(dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let store = dir.join("store");
+    serve(&["--store", store.to_str().unwrap()], "127.0.0.1:0", extra, &dir.join("serve.log"))
+}
+
+/// `quarry serve-model` on a free port; its `listening http=ADDR`.
+pub fn serve_model(args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(quarry_bin())
+        .arg("serve-model")
+        .args(args)
+        .args(["--http", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening http=") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr =
+        rx.recv_timeout(Duration::from_secs(60)).expect("serve-model printed no `listening http=ADDR`");
+    (Proc { child, name: "serve-model".into() }, addr)
+}
+
+/// A tiny regression file: y = 2a + b.
+pub fn small_csv(path: &Path) {
+    let mut s = String::from("a,b,y\n");
+    for i in 0..80 {
+        let (a, b) = (f64::from(i % 10), f64::from((i * 7) % 5));
+        s.push_str(&format!("{a},{b},{}\n", 2.0 * a + b));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// `quarry train` of a linear regression on [`small_csv`] written to `dir/small.csv`; returns
+/// the run folder, `dir/run`.
+pub fn train_small_linear(dir: &Path) -> PathBuf {
+    let data = dir.join("small.csv");
+    small_csv(&data);
+    let run = dir.join("run");
+    quarry_ok(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--target",
+        "y",
+        "--task",
+        "regression",
+        "--family",
+        "linear",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    run
 }
 
 pub fn read(path: &Path) -> String {

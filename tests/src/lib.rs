@@ -75,11 +75,19 @@ pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
+fn path_arg(p: &Path) -> &str {
+    p.to_str().unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display()))
+}
+
+/// `quarry predict --model MODEL --data DATA --out OUT`, whatever its exit status.
+pub fn predict(model: &Path, data: &Path, out: &Path) -> Output {
+    quarry(&["predict", "--model", path_arg(model), "--data", path_arg(data), "--out", path_arg(out)])
+}
+
 /// `quarry predict --model MODEL --data DATA --out OUT`, failing the test unless it exits 0;
 /// returns the CSV it wrote.
 pub fn predict_csv(model: &Path, data: &Path, out: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let arg = |p: &Path| p.to_str().unwrap_or_else(|| panic!("non-UTF-8 path {}", p.display())).to_string();
-    quarry_ok(&["predict", "--model", &arg(model), "--data", &arg(data), "--out", &arg(out)]);
+    quarry_ok(&["predict", "--model", path_arg(model), "--data", path_arg(data), "--out", path_arg(out)]);
     read_csv(out)
 }
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use quarry_tests::cluster::{
-    LeaseCluster, Proc, free_port, have_serve, leaderboard, lease_cluster, read, redis_xlen, serve,
-    start_redis, submit, trial_ids, wait_completed, wait_for, worker,
+    LeaseCluster, Proc, cluster_dir, free_port, leaderboard, lease_cluster, read, redis_xlen, serve,
+    serve_store, start_redis, submit, trial_ids, wait_completed, wait_for, worker,
 };
 use quarry_tests::{example, quarry, quarry_ok, read_json};
 use serde_json::Value;
@@ -47,13 +47,8 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn three_workers_match_quarry_fit() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let (_server, url) =
-        serve(&["--store", store.to_str().unwrap()], "127.0.0.1:0", &[], &tmp.path().join("serve.log"));
+    let Some(tmp) = cluster_dir() else { return };
+    let (_server, url) = serve_store(tmp.path(), &[]);
     let _workers: Vec<Proc> = (0..3).map(|n| worker(&url, tmp.path(), n, &[])).collect();
     let data = example("penguins/train.csv");
     let job = submit(&url, &data, "species", &["--max-trials", "40", "--seed", "7"]);
@@ -116,10 +111,7 @@ fn three_workers_match_quarry_fit() {
 
 #[test]
 fn killing_a_worker_mid_trial_loses_no_trial() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     // A short lease TTL (2 s): the killed worker's trial is re-issued after 2 s, not 15.
     let LeaseCluster { server: _server, url, mut victim, survivor: _survivor, job } =
         lease_cluster(tmp.path());
@@ -164,20 +156,14 @@ fn coordinator_restart(store_args: &[&str], tmp: &Path) {
 
 #[test]
 fn coordinator_restart_on_a_file_store_resumes_the_job() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     let store = tmp.path().join("store");
     coordinator_restart(&["--store", store.to_str().unwrap()], tmp.path());
 }
 
 #[test]
 fn coordinator_restart_on_redis_resumes_the_job() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     let port = free_port();
     let Some(redis) = start_redis(tmp.path(), port, false) else { return };
     let url = format!("redis://127.0.0.1:{port}/");
@@ -192,17 +178,8 @@ fn coordinator_restart_on_redis_resumes_the_job() {
 
 #[test]
 fn wrong_token_or_protocol_version_is_refused_clearly() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let (_server, url) = serve(
-        &["--store", store.to_str().unwrap()],
-        "127.0.0.1:0",
-        &["--token", "s3cret"],
-        &tmp.path().join("serve.log"),
-    );
+    let Some(tmp) = cluster_dir() else { return };
+    let (_server, url) = serve_store(tmp.path(), &["--token", "s3cret"]);
     let mut bad_token = worker(&url, tmp.path(), 0, &["--token", "wrong"]);
     assert_eq!(bad_token.wait_exit(Duration::from_secs(60)), Some(2));
     let log = read(&tmp.path().join("worker0.log")).to_lowercase();

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use quarry_tests::cluster::{
-    LeaseCluster, Proc, free_port, have_serve, leaderboard, lease_cluster, read, serve, signal, start_redis,
-    status, submit, trial_ids, wait_completed, wait_for, wait_for_text, worker, worker_with_env,
+    LeaseCluster, Proc, cluster_dir, free_port, leaderboard, lease_cluster, read, serve, serve_store, signal,
+    start_redis, status, submit, trial_ids, wait_completed, wait_for, wait_for_text, worker, worker_with_env,
 };
 use quarry_tests::{example, quarry, quarry_ok};
 
@@ -50,10 +50,7 @@ fn assert_alive(proc: &mut Proc) {
 /// its append-only file the job finishes with every trial exactly once.
 #[test]
 fn redis_restarted_mid_job_loses_no_trial() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     let port = free_port();
     let Some(mut redis) = start_redis(tmp.path(), port, true) else { return };
     let redis_url = format!("redis://127.0.0.1:{port}/");
@@ -98,10 +95,7 @@ fn redis_restarted_mid_job_loses_no_trial() {
 /// token; it keeps serving and the job holds every trial exactly once.
 #[test]
 fn silent_worker_loses_its_lease_and_its_stale_result_is_refused() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     let LeaseCluster { server: _server, url, mut victim, survivor: _survivor, job } =
         lease_cluster(tmp.path());
     wait_for(&url, &job, Duration::from_secs(120), |_, n| n >= 2);
@@ -182,10 +176,7 @@ fn whole_records(path: &Path) -> Option<usize> {
 /// partial record behind, takes changes again once space returns, and its log replays.
 #[test]
 fn disk_full_on_the_file_log_is_survived() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     let Some(mnt) = Tmpfs::mount(&tmp.path().join("mnt"), "4m") else { return };
     // Only the event log lives on the small filesystem: blobs (dataset, artifacts) go through a
     // link to the big one, so what fills up is the log and nothing else.
@@ -241,10 +232,7 @@ fn disk_full_on_the_file_log_is_survived() {
 /// byte) and the job resumes to the end.
 #[test]
 fn torn_last_record_is_dropped_on_replay_and_the_job_resumes() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     let store = tmp.path().join("store");
     let grpc = format!("127.0.0.1:{}", free_port());
     let (mut server, url) =
@@ -285,13 +273,8 @@ fn torn_last_record_is_dropped_on_replay_and_the_job_resumes() {
 /// abandons the hung thread, and runs the rest of the job.
 #[test]
 fn panicking_and_hung_trials_fail_and_the_worker_goes_on() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let (_server, url) =
-        serve(&["--store", store.to_str().unwrap()], "127.0.0.1:0", &[], &tmp.path().join("serve.log"));
+    let Some(tmp) = cluster_dir() else { return };
+    let (_server, url) = serve_store(tmp.path(), &[]);
     let mut only = worker_with_env(
         &url,
         tmp.path(),

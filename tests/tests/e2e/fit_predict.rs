@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use quarry_tests::{example, predict_csv, quarry, quarry_ok, read_json};
+use quarry_tests::{example, predict, predict_csv, quarry, quarry_ok, read_json};
 use sha2::{Digest, Sha256};
 
 fn fit(data: &Path, target: &str, out: &Path, extra: &[&str]) {
@@ -138,15 +138,7 @@ fn predict_tolerates_reordered_columns_unseen_levels_and_gaps() {
     // A feature column the model needs is missing: a clear error naming it.
     let missing = dir.path().join("missing.csv");
     std::fs::write(&missing, "island,bill_length_mm\nBiscoe,40\n").unwrap();
-    let out = quarry(&[
-        "predict",
-        "--model",
-        run.to_str().unwrap(),
-        "--data",
-        missing.to_str().unwrap(),
-        "--out",
-        preds.to_str().unwrap(),
-    ]);
+    let out = predict(&run, &missing, &preds);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bill_depth_mm"), "{err}");

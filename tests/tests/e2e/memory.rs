@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use quarry_tests::cluster::{have_serve, leaderboard, serve, submit, wait_for, worker_with_env};
+use quarry_tests::cluster::{cluster_dir, leaderboard, serve_store, submit, wait_for, worker_with_env};
 use quarry_tests::{example, quarry, quarry_ok};
 
 /// Above the worker's own heap with the cars job loaded (a few MiB), below what a forest of
@@ -14,13 +14,8 @@ const LIMIT: &str = "8MiB";
 
 #[test]
 fn a_small_memory_limit_downsizes_big_trials_and_stops_one_that_runs_over() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let (_server, url) =
-        serve(&["--store", store.to_str().unwrap()], "127.0.0.1:0", &[], &tmp.path().join("serve.log"));
+    let Some(tmp) = cluster_dir() else { return };
+    let (_server, url) = serve_store(tmp.path(), &[]);
     let mut worker = worker_with_env(
         &url,
         tmp.path(),

@@ -6,11 +6,11 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use quarry_tests::cluster::{free_port, have_serve, serve};
+use quarry_tests::cluster::{
+    cluster_dir, free_port, have_serve, serve, serve_model, small_csv, train_small_linear,
+};
 use quarry_tests::{example, quarry, quarry_ok};
 use serde_json::{Value, json};
-
-use super::tls::{serve_model, small_csv};
 
 /// One raw HTTP/1.1 request (no client library normalizes the path); (status, body).
 fn raw(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
@@ -120,22 +120,7 @@ fn names_that_would_escape_the_store_are_refused_by_the_cli_and_over_http() {
 #[test]
 fn serve_model_checks_its_token_and_body_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("small.csv");
-    small_csv(&data);
-    let run = tmp.path().join("run");
-    quarry_ok(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--target",
-        "y",
-        "--task",
-        "regression",
-        "--family",
-        "linear",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let run = train_small_linear(tmp.path());
     let (_server, addr) = serve_model(&[
         "--model",
         run.to_str().unwrap(),
@@ -165,10 +150,7 @@ fn serve_model_checks_its_token_and_body_limit() {
 
 #[test]
 fn a_dataset_over_max_upload_is_refused_over_grpc() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     let store = tmp.path().join("store");
     let data = example("penguins/train.csv");
     let size = std::fs::metadata(&data).unwrap().len();

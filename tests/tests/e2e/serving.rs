@@ -2,53 +2,14 @@
 //! Python `tritonclient[http]` (in the venv `scripts/serving_venv.sh` creates) against
 //! `quarry predict`; protocol errors; the registry; `quarry drift`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-use quarry_tests::{
-    example, predict_csv, quarry, quarry_bin, quarry_ok, read_csv, read_json, repo_root, venv_python,
-};
+use quarry_tests::cluster::serve_model;
+use quarry_tests::{example, predict_csv, quarry, quarry_ok, read_csv, read_json, repo_root, venv_python};
 use serde_json::{Value, json};
-
-/// `quarry serve-model`, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve_model(args: &[&str]) -> Server {
-    let mut child = Command::new(quarry_bin())
-        .arg("serve-model")
-        .args(args)
-        .args(["--http", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening http=") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr =
-        rx.recv_timeout(Duration::from_secs(60)).expect("serve-model printed no `listening http=ADDR`");
-    Server { child, addr }
-}
 
 /// One HTTP/1.1 request; (status, JSON body).
 fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -100,8 +61,8 @@ fn tritonclient_classification_matches_quarry_predict_and_errors_are_protocol_js
     train(&example("penguins/train.csv"), "species", &run);
     let test = example("penguins/test.csv");
     let (header, rows) = predict_csv(&run, &test, &tmp.path().join("p.csv"));
-    let server = serve_model(&["--model", run.to_str().unwrap(), "--name", "penguins"]);
-    let got = triton(&server.addr, "penguins", &test, &tmp.path().join("t.json"));
+    let (_server, addr) = serve_model(&["--model", run.to_str().unwrap(), "--name", "penguins"]);
+    let got = triton(&addr, "penguins", &test, &tmp.path().join("t.json"));
 
     let meta = &got["metadata"];
     assert_eq!(meta["name"], "penguins");
@@ -128,7 +89,7 @@ fn tritonclient_classification_matches_quarry_predict_and_errors_are_protocol_js
     }
 
     // Protocol errors: JSON {"error"} with a 4xx code, never a crash.
-    let a = &server.addr;
+    let a = &addr;
     let infer_body =
         json!({"inputs": [{"name": "island", "shape": [1], "datatype": "BYTES", "data": ["Biscoe"]}]});
     for (method, path, body, status) in [
@@ -171,8 +132,8 @@ fn tritonclient_regression_matches_quarry_predict() {
     train(&example("cars/train.csv"), "Miles_per_Gallon", &run);
     let test = example("cars/test.csv");
     let (_, rows) = predict_csv(&run, &test, &tmp.path().join("p.csv"));
-    let server = serve_model(&["--model", run.to_str().unwrap(), "--name", "cars"]);
-    let got = triton(&server.addr, "cars", &test, &tmp.path().join("t.json"));
+    let (_server, addr) = serve_model(&["--model", run.to_str().unwrap(), "--name", "cars"]);
+    let got = triton(&addr, "cars", &test, &tmp.path().join("t.json"));
     let values = got["outputs"]["prediction"].as_array().unwrap();
     assert_eq!(values.len(), rows.len());
     for (i, row) in rows.iter().enumerate() {
@@ -224,7 +185,7 @@ fn registry_versions_aliases_and_serving() {
     // Every registered model over the protocol; versions are registry versions or aliases.
     let test = example("penguins/test.csv");
     let (_, rows) = predict_csv(&run, &test, &tmp.path().join("p.csv"));
-    let server = serve_model(&["--registry", s]);
+    let (_server, addr) = serve_model(&["--registry", s]);
     let first = std::fs::read_to_string(&test).unwrap();
     let mut lines = first.lines();
     let names: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -246,15 +207,15 @@ fn registry_versions_aliases_and_serving() {
         "/v2/models/peng/versions/production/infer",
         "/v2/models/peng/versions/1/infer",
     ] {
-        let (code, v) = http(&server.addr, "POST", path, Some(&body));
+        let (code, v) = http(&addr, "POST", path, Some(&body));
         assert_eq!(code, 200, "{path}: {v}");
         assert_eq!(v["outputs"][0]["data"][0].as_str(), Some(rows[0][0].as_str()), "{path}");
         assert_eq!(v["model_version"], "1");
     }
-    let (code, v) = http(&server.addr, "POST", "/v2/models/peng/versions/staging/infer", Some(&body));
+    let (code, v) = http(&addr, "POST", "/v2/models/peng/versions/staging/infer", Some(&body));
     assert_eq!(code, 404, "{v}");
     assert!(v["error"].is_string());
-    let (code, v) = http(&server.addr, "GET", "/v2/models/peng/drift", None);
+    let (code, v) = http(&addr, "GET", "/v2/models/peng/drift", None);
     assert_eq!(code, 200, "{v}");
 
     // A job reads a registered dataset by NAME:VERSION; its model's lineage names that version.

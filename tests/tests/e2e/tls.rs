@@ -2,14 +2,14 @@
 //! commands trusting a self-signed CA (`--tls-ca`) made at test time, plain-text clients refused
 //! clearly, HTTPS for the dashboard API and for `quarry serve-model`, and bad PEM files.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quarry_tests::cluster::{Proc, free_port, have_serve, leaderboard, read, serve, worker};
-use quarry_tests::{example, quarry, quarry_bin, quarry_ok, read_json};
+use quarry_tests::cluster::{
+    cluster_dir, free_port, leaderboard, read, serve, serve_model, train_small_linear, worker,
+};
+use quarry_tests::{example, quarry, quarry_ok, read_json};
 use serde_json::{Value, json};
 
 /// PEM files of a throwaway CA and a server certificate it signed (for 127.0.0.1 and
@@ -59,10 +59,7 @@ fn status_without_token(url: &str, ca: &str, job: &str) -> bool {
 
 #[test]
 fn a_job_runs_over_tls_and_plain_clients_are_refused_clearly() {
-    if !have_serve() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
+    let Some(tmp) = cluster_dir() else { return };
     let pki = make_pki(tmp.path());
     let (cert, key, ca) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap(), pki.ca.to_str().unwrap());
     let store = tmp.path().join("store");
@@ -162,60 +159,11 @@ fn a_job_runs_over_tls_and_plain_clients_are_refused_clearly() {
     assert!(!status_without_token(&url, ca, &job), "the token is still required over TLS");
 }
 
-/// `quarry serve-model` on a free port; its `listening http=ADDR`.
-pub(crate) fn serve_model(args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(quarry_bin())
-        .arg("serve-model")
-        .args(args)
-        .args(["--http", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening http=") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr =
-        rx.recv_timeout(Duration::from_secs(60)).expect("serve-model printed no `listening http=ADDR`");
-    (Proc { child, name: "serve-model".into() }, addr)
-}
-
-/// A tiny regression file: y = 2a + b.
-pub(crate) fn small_csv(path: &Path) {
-    let mut s = String::from("a,b,y\n");
-    for i in 0..80 {
-        let (a, b) = (f64::from(i % 10), f64::from((i * 7) % 5));
-        s.push_str(&format!("{a},{b},{}\n", 2.0 * a + b));
-    }
-    std::fs::write(path, s).unwrap();
-}
-
 #[test]
 fn serve_model_answers_inference_over_https() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = make_pki(tmp.path());
-    let data = tmp.path().join("small.csv");
-    small_csv(&data);
-    let run = tmp.path().join("run");
-    quarry_ok(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--target",
-        "y",
-        "--task",
-        "regression",
-        "--family",
-        "linear",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let run = train_small_linear(tmp.path());
     let (_server, addr) = serve_model(&[
         "--model",
         run.to_str().unwrap(),

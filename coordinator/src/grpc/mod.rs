@@ -1,0 +1,437 @@
+//! The gRPC face of the server: `QuarryService` (clients) and `WorkerService` (workers) over the
+//! [`Coordinator`] state machine. The only module of this crate that names `pb::` types.
+//!
+//! Durability: a handler changes the state under a short lock, hands the resulting events to
+//! the log thread, and answers only once they are durable. The log thread writes whatever has
+//! queued up in one batch with one fsync (group commit), so many workers share each fsync.
+
+// tonic's `Status` is the error of every handler and of the auth interceptor; boxing it here
+// would only be unboxed again at the service boundary.
+#![allow(clippy::result_large_err)]
+
+mod auth;
+mod client_service;
+mod convert;
+mod worker_service;
+
+pub use auth::Auth;
+pub use convert::entry_to_pb;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use quarry_proto::pb;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Status, Streaming};
+
+use crate::blobs::{BlobError, BlobStore};
+use crate::log::{EventLog, LogError};
+use crate::state::{Coordinator, Event, JobSpec, Now, StateError};
+use convert::job_events;
+
+/// The longest a `Lease` call waits for a task.
+pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(10);
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("event log record {index}: {message}")]
+    BadRecord { index: usize, message: String },
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+struct Shared {
+    state: Mutex<Coordinator>,
+    log_tx: std::sync::mpsc::Sender<Vec<Vec<u8>>>,
+    /// Records handed to the log thread (under the state lock, so in apply order).
+    submitted: AtomicU64,
+    durable: watch::Receiver<u64>,
+    /// Why the log thread's current batch cannot be written (disk full, Redis down), while it
+    /// retries; `None` when the log is healthy.
+    log_fault: Arc<Mutex<Option<String>>>,
+    /// Woken whenever tasks may have become available.
+    tasks: Notify,
+    job_events: broadcast::Sender<(String, pb::JobEvent)>,
+    event_seq: AtomicU64,
+    blobs: BlobStore,
+    progress: crate::progress::ProgressLog,
+    /// The largest dataset `UploadDataset` takes (`quarry serve --max-upload`).
+    max_upload: AtomicU64,
+}
+
+/// The server; clone it into both services.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+fn status_of(e: StateError) -> Status {
+    match e {
+        StateError::UnknownWorker(_) | StateError::UnknownJob(_) => Status::not_found(e.to_string()),
+        StateError::InvalidSpec(_) | StateError::WrongResult { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        StateError::StaleLease(_) => Status::failed_precondition(e.to_string()),
+        StateError::Job { .. } => Status::failed_precondition(e.to_string()),
+    }
+}
+
+fn blob_status(e: BlobError) -> Status {
+    match e {
+        BlobError::BadHash(_) => Status::invalid_argument(e.to_string()),
+        BlobError::Missing(_) => Status::not_found(e.to_string()),
+        BlobError::Io { .. } => Status::internal(e.to_string()),
+    }
+}
+
+impl Server {
+    /// Replays `log` into a fresh state and starts the log thread and the lease reaper.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        mut log: Box<dyn EventLog>,
+        blobs: BlobStore,
+        lease_ttl: Duration,
+    ) -> Result<Server, ServeError> {
+        let records = log.replay()?;
+        let mut events = Vec::with_capacity(records.len());
+        for (index, r) in records.iter().enumerate() {
+            let e: Event = serde_json::from_slice(r)
+                .map_err(|e| ServeError::BadRecord { index, message: e.to_string() })?;
+            events.push(e);
+        }
+        let n = events.len() as u64;
+        let mut state = Coordinator::replay(lease_ttl, events, Now::system());
+        tracing::info!(
+            events = n,
+            jobs = state.jobs().count(),
+            leases = state.leases().count(),
+            "state replayed"
+        );
+        let (durable_tx, durable_rx) = watch::channel(n);
+        let (log_tx, log_rx) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
+        // Decisions replay re-took (a crash between an event and its consequence) are logged now.
+        let again: Vec<Vec<u8>> =
+            state.take_pending().iter().filter_map(|e| serde_json::to_vec(e).ok()).collect();
+        let submitted = n + again.len() as u64;
+        if !again.is_empty() {
+            log.append_batch(&again)?;
+            let _ = durable_tx.send(submitted);
+        }
+        let log_fault = Arc::new(Mutex::new(None));
+        let fault = Arc::clone(&log_fault);
+        std::thread::Builder::new()
+            .name("quarry-event-log".into())
+            .spawn(move || log_thread(log, log_rx, durable_tx, &fault))
+            .map_err(|source| LogError::Io { path: "event log thread".into(), source })?;
+        let (job_events, _) = broadcast::channel(4096);
+        let server = Server {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                log_tx,
+                submitted: AtomicU64::new(submitted),
+                durable: durable_rx,
+                log_fault,
+                tasks: Notify::new(),
+                job_events,
+                event_seq: AtomicU64::new(0),
+                blobs,
+                progress: crate::progress::ProgressLog::default(),
+                max_upload: AtomicU64::new(u64::MAX),
+            }),
+        };
+        let reaper = server.clone();
+        let period = (lease_ttl / 4).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let _ = reaper.mutate(|c, now| Ok(c.expire(now))).await;
+            }
+        });
+        Ok(server)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Coordinator> {
+        // A panic while holding the lock leaves a state that was being changed; the log is
+        // the truth, so carrying on with the in-memory copy is no worse than restarting.
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the state, logs what it changed and waits until that is durable.
+    async fn mutate<T>(
+        &self,
+        f: impl FnOnce(&mut Coordinator, Now) -> Result<T, StateError>,
+    ) -> Result<T, Status> {
+        if let Some(why) = self.shared.log_fault.lock().ok().and_then(|f| f.clone()) {
+            // Refused before it changes anything: what is applied must reach the log first.
+            return Err(Status::unavailable(format!(
+                "the coordinator takes no changes while its event log cannot be written ({why}); retry later"
+            )));
+        }
+        let (out, target) = {
+            let mut c = self.lock();
+            let out = f(&mut c, Now::system());
+            let events = c.take_pending();
+            let garbage = c.take_garbage();
+            if events.is_empty() {
+                return out.map_err(status_of);
+            }
+            // Building watchers' events costs a JobInfo per touched job: skip it when nobody watches.
+            if self.shared.job_events.receiver_count() > 0 {
+                for (job, e) in job_events(&c, &events) {
+                    let seq = self.shared.event_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    let _ = self.shared.job_events.send((job, pb::JobEvent { seq, kind: Some(e) }));
+                }
+            }
+            let records: Vec<Vec<u8>> = events.iter().filter_map(|e| serde_json::to_vec(e).ok()).collect();
+            let target = self.shared.submitted.fetch_add(records.len() as u64, Ordering::SeqCst)
+                + records.len() as u64;
+            if self.shared.log_tx.send(records).is_err() {
+                return Err(Status::unavailable("the event log is closed; the coordinator is shutting down"));
+            }
+            for hash in garbage {
+                self.shared.blobs.remove(&hash);
+            }
+            (out, target)
+        };
+        self.shared.tasks.notify_waiters();
+        let mut durable = self.shared.durable.clone();
+        if durable.wait_for(|d| *d >= target).await.is_err() {
+            return Err(Status::unavailable("the event log failed; see the coordinator's log"));
+        }
+        out.map_err(status_of)
+    }
+
+    async fn stream_blob(&self, hash: &str) -> Result<ChunkStream, Status> {
+        let mut file = self.shared.blobs.open_blob(hash).await.map_err(blob_status)?;
+        let (tx, rx) = mpsc::channel::<Result<pb::Chunk, Status>>(4);
+        tokio::spawn(async move {
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                match file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(pb::Chunk { data: buf, name: String::new() })).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(format!("reading a blob: {e}")))).await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn receive_blob(&self, stream: Streaming<pb::Chunk>) -> Result<(String, u64), Status> {
+        self.receive_limited(stream, u64::MAX).await
+    }
+
+    /// Refuses the stream (`ResourceExhausted`, the partial file deleted) once it passes `max`.
+    async fn receive_limited(
+        &self,
+        mut stream: Streaming<pb::Chunk>,
+        max: u64,
+    ) -> Result<(String, u64), Status> {
+        let mut w = self.shared.blobs.writer().await.map_err(blob_status)?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    w.abort().await;
+                    return Err(e);
+                }
+            };
+            if w.size().saturating_add(chunk.data.len() as u64) > max {
+                w.abort().await;
+                return Err(Status::resource_exhausted(format!(
+                    "the upload is larger than this coordinator's --max-upload ({max} bytes)"
+                )));
+            }
+            w.write(&chunk.data).await.map_err(blob_status)?;
+        }
+        w.finish().await.map_err(blob_status)
+    }
+
+    /// The largest dataset `UploadDataset` accepts (default: no limit).
+    pub fn set_max_upload(&self, bytes: u64) {
+        self.shared.max_upload.store(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A subscription to "this job changed" notices (the HTTP layer's live views).
+pub struct JobChanges(broadcast::Receiver<(String, pb::JobEvent)>);
+
+impl JobChanges {
+    /// The next changed job's id; `None` when this reader fell behind (anything may have
+    /// changed) and `Err` once the server is gone.
+    pub async fn recv(&mut self) -> Result<Option<String>, ()> {
+        match self.0.recv().await {
+            Ok((job, _)) => Ok(Some(job)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Ok(None),
+            Err(broadcast::error::RecvError::Closed) => Err(()),
+        }
+    }
+}
+
+/// What the HTTP layer (`crate::http`) reads and changes; the same paths the gRPC handlers take.
+impl Server {
+    /// Runs `f` on the current state under the lock (keep it short).
+    pub fn read<T>(&self, f: impl FnOnce(&Coordinator) -> T) -> T {
+        f(&self.lock())
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.shared.blobs
+    }
+
+    pub fn subscribe(&self) -> JobChanges {
+        JobChanges(self.shared.job_events.subscribe())
+    }
+
+    /// Reported `(resource, loss)` points of a trial (since this process started).
+    pub fn trial_curve(&self, job: &str, trial: u64) -> Vec<(u64, f64)> {
+        self.shared.progress.curve(job, trial)
+    }
+
+    /// Creates a job on an uploaded dataset, as `CreateJob` does.
+    pub async fn create_job(&self, spec: JobSpec) -> Result<String, Status> {
+        if !self.shared.blobs.contains(&spec.dataset_hash) {
+            return Err(Status::not_found(format!(
+                "dataset {:?} is not on the coordinator: upload it first",
+                spec.dataset_hash
+            )));
+        }
+        let id = self.mutate(|c, now| c.create_job(spec, now)).await?;
+        tracing::info!(job = %id, "job created");
+        Ok(id)
+    }
+
+    pub async fn cancel_job(&self, id: &str) -> Result<(), Status> {
+        self.mutate(|c, now| c.cancel(id, now)).await
+    }
+}
+
+/// The longest pause between two tries of a batch the log refused.
+const LOG_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Writes queued batches in order. A transient failure (disk full, Redis restarting) is
+/// retried with the same batch until it succeeds: the in-memory state already holds those
+/// events, so they must be the next records, and their callers wait for them. Meanwhile
+/// `log_fault` makes new changes fail fast with the reason. A permanent failure stops the
+/// thread, so every waiter gets an error.
+fn log_thread(
+    mut log: Box<dyn EventLog>,
+    rx: std::sync::mpsc::Receiver<Vec<Vec<u8>>>,
+    durable: watch::Sender<u64>,
+    fault: &Mutex<Option<String>>,
+) {
+    let set_fault = |why: Option<String>| {
+        if let Ok(mut f) = fault.lock() {
+            *f = why;
+        }
+    };
+    while let Ok(first) = rx.recv() {
+        let mut batch = first;
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        let mut failures = 0u32;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match log.append_batch(&batch) {
+                Ok(seq) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "event log writable again; the coordinator takes changes");
+                        set_fault(None);
+                    }
+                    let _ = durable.send(seq);
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    if failures == 0 {
+                        tracing::error!(error = %e, "event log append failed; retrying, and refusing changes until it succeeds");
+                        set_fault(Some(e.to_string()));
+                    } else if failures.is_multiple_of(30) {
+                        tracing::warn!(error = %e, failures, "event log append still failing");
+                    }
+                    failures += 1;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(LOG_RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event log append failed; the coordinator stops accepting changes");
+                    set_fault(Some(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::Chunk, Status>> + Send>>;
+type JobEventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+/// Serves both services on `listener` until `shutdown` resolves.
+pub async fn serve(
+    server: Server,
+    auth: Auth,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_tls(server, auth, listener, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_tls(
+    server: Server,
+    auth: Auth,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let a1 = auth.clone();
+    let a2 = auth;
+    // Limits set explicitly (tonic's default is 4 MiB): a finalize task carries the leaderboard.
+    let max = quarry_proto::MAX_MESSAGE_BYTES;
+    let quarry = tonic::service::interceptor::InterceptedService::new(
+        pb::quarry_service_server::QuarryServiceServer::new(server.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        move |r| a1.check(r),
+    );
+    let worker = tonic::service::interceptor::InterceptedService::new(
+        pb::worker_service_server::WorkerServiceServer::new(server)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        move |r| a2.check(r),
+    );
+    // The builder's `tcp_nodelay` only reaches sockets tonic accepts itself; accepted from our own
+    // listener they kept Nagle on, and every small reply waited for the client's delayed ACK
+    // (~40 ms per round trip).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder.add_service(quarry).add_service(worker).serve_with_incoming_shutdown(incoming, shutdown).await?;
+    Ok(())
+}

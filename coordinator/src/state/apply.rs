@@ -1,0 +1,196 @@
+//! Applying an event: the only code that changes state, live and in replay.
+
+use std::collections::VecDeque;
+
+use quarry_search::{TrialId, TrialOutcome, TrialStatus};
+
+use super::{Coordinator, Event, Job, JobState, Lease, MAX_ATTEMPTS, Now, TaskKey, WorkerRecord, driver_for};
+use crate::driver::Next;
+use crate::keep::KeepSet;
+
+impl Coordinator {
+    /// The only place state changes. `replaying`: the driver has not yet been asked for an
+    /// issued trial (live, it already has).
+    pub fn apply(&mut self, e: &Event, now: Now, replaying: bool) {
+        match e {
+            Event::WorkerRegistered { worker, name, gpus, slots } => {
+                self.workers
+                    .insert(worker.clone(), WorkerRecord { name: name.clone(), gpus: *gpus, slots: *slots });
+            }
+            Event::JobCreated { job, spec, at_ms } => {
+                let mut queue = VecDeque::new();
+                queue.push_back((TaskKey::Prepare, 1));
+                self.jobs.insert(
+                    job.clone(),
+                    Job {
+                        id: job.clone(),
+                        spec: spec.clone(),
+                        state: JobState::Queued,
+                        created_ms: *at_ms,
+                        started_ms: None,
+                        finished_ms: None,
+                        reason: None,
+                        shape: None,
+                        prepare_artifacts: Vec::new(),
+                        driver: None,
+                        queue,
+                        keep: KeepSet::default(),
+                        final_artifacts: Vec::new(),
+                        finalize_queued: false,
+                    },
+                );
+                self.order.push(job.clone());
+            }
+            Event::Leased { token, job, task, worker, attempt, at_ms } => {
+                self.next_token = self.next_token.max(token + 1);
+                if let Some(j) = self.jobs.get_mut(job) {
+                    if j.started_ms.is_none() {
+                        j.started_ms = Some(if *at_ms > 0 { *at_ms } else { j.created_ms });
+                    }
+                    if let Some(pos) = j.queue.iter().position(|(k, _)| k == task) {
+                        j.queue.remove(pos);
+                    }
+                    if j.state == JobState::Queued {
+                        j.state = JobState::Running;
+                    }
+                }
+                self.leases.insert(
+                    *token,
+                    Lease {
+                        token: *token,
+                        job: job.clone(),
+                        task: *task,
+                        worker: worker.clone(),
+                        attempt: *attempt,
+                        deadline_ms: now.unix_ms + self.lease_ttl_ms,
+                    },
+                );
+            }
+            Event::Released { token, reason, at_ms, .. } => {
+                let Some(lease) = self.leases.remove(token) else { return };
+                let Some(j) = self.jobs.get_mut(&lease.job) else { return };
+                if j.state.is_final() {
+                    return;
+                }
+                if lease.attempt < MAX_ATTEMPTS {
+                    // Retries go first: they hold up the determinism window.
+                    j.queue.push_front((lease.task, lease.attempt + 1));
+                    return;
+                }
+                let why = format!("gave up after {} attempts: {reason}", lease.attempt);
+                match lease.task {
+                    TaskKey::Trial(id) => {
+                        let outcome = TrialOutcome {
+                            id: TrialId(id),
+                            status: TrialStatus::Failed,
+                            score: None,
+                            fit_seconds: 0.0,
+                            rounds: None,
+                            failure_reason: Some(why),
+                        };
+                        if let Some(d) = j.driver.as_mut()
+                            && let Err(err) = d.record(outcome)
+                        {
+                            tracing::warn!(job = %j.id, %err, "event log: giving up on a trial");
+                        }
+                        j.keep.add(TrialId(id), String::new(), None, Vec::new());
+                    }
+                    TaskKey::Prepare | TaskKey::Finalize => {
+                        let what = if lease.task == TaskKey::Prepare { "prepare" } else { "finalize" };
+                        j.state = JobState::Failed;
+                        j.reason = Some(format!("{what} {why}"));
+                        j.finished_ms = Some(*at_ms);
+                        j.queue.clear();
+                    }
+                }
+            }
+            Event::Prepared { token, shape, artifacts, .. } => {
+                let Some(lease) = self.leases.remove(token) else { return };
+                let Some(j) = self.jobs.get_mut(&lease.job) else { return };
+                if j.state.is_final() {
+                    return;
+                }
+                match driver_for(&j.spec, shape) {
+                    Ok(d) => j.driver = Some(d),
+                    Err(message) => {
+                        j.state = JobState::Failed;
+                        j.reason = Some(message);
+                    }
+                }
+                j.shape = Some(shape.clone());
+                j.prepare_artifacts = artifacts.clone();
+            }
+            Event::TrialIssued { job, trial } => {
+                let Some(j) = self.jobs.get_mut(job) else { return };
+                let Some(d) = j.driver.as_mut() else { return };
+                if replaying {
+                    match d.next_trial(now.instant, None) {
+                        Next::Trial(s) if s.id.0 == *trial => {}
+                        other => {
+                            // Only a log written by different search code can get here.
+                            tracing::error!(job = %job, trial, ?other, "event log: replay suggested a different trial");
+                        }
+                    }
+                }
+                j.queue.push_back((TaskKey::Trial(*trial), 1));
+            }
+            Event::TrialFinished { token, outcome, artifacts, .. } => {
+                let Some(lease) = self.leases.remove(token) else { return };
+                let Some(j) = self.jobs.get_mut(&lease.job) else { return };
+                let Some(d) = j.driver.as_mut() else { return };
+                let metric = d.config().metric;
+                let family = d.spec(outcome.id).map(|s| s.family.clone()).unwrap_or_default();
+                match d.record(outcome.clone()) {
+                    Ok(_) => {
+                        let loss = match (outcome.status, outcome.score) {
+                            (TrialStatus::Completed, Some(s)) => Some(metric.to_loss(s)),
+                            _ => None,
+                        };
+                        let evicted = j.keep.add(outcome.id, family, loss, artifacts.clone());
+                        self.garbage.extend(evicted.into_iter().map(|a| a.hash));
+                    }
+                    Err(err) => tracing::warn!(job = %j.id, %err, "a result for a trial not in flight"),
+                }
+            }
+            Event::SearchClosed { job } => {
+                if let Some(d) = self.jobs.get_mut(job).and_then(|j| j.driver.as_mut()) {
+                    d.close();
+                }
+            }
+            Event::FinalizeQueued { job } => {
+                if let Some(j) = self.jobs.get_mut(job) {
+                    j.finalize_queued = true;
+                    j.queue.push_back((TaskKey::Finalize, 1));
+                }
+            }
+            Event::Finalized { token, artifacts, at_ms, .. } => {
+                let Some(lease) = self.leases.remove(token) else { return };
+                let Some(j) = self.jobs.get_mut(&lease.job) else { return };
+                j.final_artifacts = artifacts.clone();
+                j.state = JobState::Completed;
+                j.finished_ms = Some(*at_ms);
+            }
+            Event::JobFailed { job, reason, at_ms } => {
+                if let Some(j) = self.jobs.get_mut(job) {
+                    j.state = JobState::Failed;
+                    j.reason = Some(reason.clone());
+                    j.finished_ms = Some(*at_ms);
+                    j.queue.clear();
+                }
+                self.leases.retain(|_, l| l.job != *job);
+            }
+            Event::JobCancelled { job, at_ms } => {
+                if let Some(j) = self.jobs.get_mut(job) {
+                    j.state = JobState::Cancelled;
+                    j.reason = Some("cancelled by a client".into());
+                    j.finished_ms = Some(*at_ms);
+                    j.queue.clear();
+                    if let Some(d) = j.driver.as_mut() {
+                        d.close();
+                    }
+                }
+                self.leases.retain(|_, l| l.job != *job);
+            }
+        }
+    }
+}
