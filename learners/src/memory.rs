@@ -123,9 +123,12 @@ pub fn fit_bytes(spec: &CheckedSpec, shape: &MemoryShape) -> u64 {
             // it depends on the labels too (noisy labels keep more leaves splittable, up to
             // ~2× this), which no shape-only estimate can see.
             // Nodes under 128 rows take no histogram (grow's small-node path), so a forest's
-            // deep trees keep few waiting at once (fitted: 50k rows ~28, 20k ~22).
+            // deep trees keep few waiting at once (fitted: 50k rows ~28, 20k ~22). The floor
+            // of 40 covers small data with coarse features, where the small-node path is off
+            // and small nodes keep their histograms: with 20 the memory e2e test's forests on
+            // cars were admitted at 8 MiB and then ran over it.
             let leaves = effective_leaves(p, shape.rows) as u64;
-            let live = if gbdt { leaves.div_ceil(2) } else { leaves.min(20 + n / 2500) } + 2;
+            let live = if gbdt { leaves.div_ceil(2) } else { leaves.min(40 + n / 2500) } + 2;
             let hists = live * bins * HIST_BIN;
             binned + gradients + rows + hists + tree_model_bytes(p, shape)
         }
