@@ -72,7 +72,7 @@ fn seasonal_indices(y: &[f64], m: usize, multiplicative: bool) -> Option<Vec<f64
     let half = m / 2;
     let (mut sums, mut counts) = (vec![0.0; m], vec![0usize; m]);
     for t in half..n.saturating_sub(half) {
-        let cma = if m % 2 == 0 {
+        let cma = if m.is_multiple_of(2) {
             (0.5 * y[t - half] + y[t - half + 1..t + half].iter().sum::<f64>() + 0.5 * y[t + half]) / m as f64
         } else {
             y[t - half..=t + half].iter().sum::<f64>() / m as f64
