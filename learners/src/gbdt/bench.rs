@@ -47,14 +47,7 @@ pub fn histogram(data: &Binned, rows: &[u32], grad: &[f64], hess: &[f64]) -> His
 /// as `(feature, gain)`.
 pub fn best_split(data: &Binned, hist: &Histogram) -> Option<(usize, f64)> {
     let features: Vec<usize> = (0..data.0.mappers.len()).collect();
-    let cfg = SplitConfig {
-        min_child_samples: 20,
-        min_child_weight: 1e-3,
-        lambda: 0.0,
-        alpha: 0.0,
-        min_split_gain: 0.0,
-        extra_trees: false,
-    };
+    let cfg = SplitConfig::lightgbm_defaults();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     split::best_split(&data.0, &hist.bins, hist.total, &features, &cfg, &mut rng).map(|s| (s.feature, s.gain))
 }

@@ -5,10 +5,12 @@ use quarry_featurize::matrix::{FeatureColumn, FeatureKind, FeatureMatrix};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// At most this many non-missing values are sorted to find quantile edges.
+/// Columns binned by binary search find their quantile edges in a sample of this many values.
 const MAX_BIN_SAMPLE: usize = 200_000;
 /// Columns with at most this many non-missing values are binned by one sort of all their
-/// values (16 bytes of scratch per value); larger ones by binary search per value.
+/// values (16 bytes of scratch per value), which also gives exact quantile edges over every
+/// value (LightGBM's default samples 200,000 rows; its own test RMSE on flights moves by 0.07
+/// with the sampling seed); larger ones by binary search per value.
 const MAX_SORTED_BINNING: usize = 1 << 23;
 
 /// How raw values of one feature map to bins; kept in the model for categorical lookups.
@@ -94,15 +96,11 @@ impl BinMapper {
                     let bins = values.iter().map(|&v| mapper.bin(v) as u16).collect();
                     return (mapper, bins);
                 }
-                // One radix sort of (value, row) gives the quantiles (when every value is in the
-                // sample) and each row's bin, by walking the rows in value order.
+                // One radix sort of (value, row) gives the quantiles of every value and each
+                // row's bin, by walking the rows in value order.
                 let sorted = sorted_keys(values);
-                let thresholds = if present <= MAX_BIN_SAMPLE {
-                    let sample: Vec<f32> = sorted.iter().map(|&k| key_value(k)).collect();
-                    thresholds_of_sorted(&sample, max_bin)
-                } else {
-                    numeric_thresholds(values, max_bin)
-                };
+                let all: Vec<f32> = sorted.iter().map(|&k| key_value(k)).collect();
+                let thresholds = thresholds_of_sorted(&all, max_bin);
                 let mapper =
                     BinMapper { info: FeatureInfo::Numeric, n_bins: thresholds.len() + 2, thresholds };
                 let mut bins = vec![mapper.missing_bin() as u16; values.len()];
@@ -187,6 +185,9 @@ fn radix_sort_high(keys: &mut Vec<u64>) {
     }
 }
 
+/// Rows a bin must hold before it is closed (LightGBM's `min_data_in_bin`).
+const MIN_DATA_IN_BIN: usize = 3;
+
 /// Quantile cut points (midpoints between distinct values), at most `max_bin - 1` of them.
 fn numeric_thresholds(values: &[f32], max_bin: usize) -> Vec<f32> {
     let present = values.iter().filter(|v| !v.is_nan()).count();
@@ -199,6 +200,12 @@ fn numeric_thresholds(values: &[f32], max_bin: usize) -> Vec<f32> {
 }
 
 /// [`numeric_thresholds`] of an already sorted sample.
+///
+/// LightGBM's bin construction, so that equal `max_bin` means equal resolution: zero gets a
+/// bin of its own (sparse and sign-changing features split exactly at zero), negatives and
+/// positives share the other bins in proportion to their rows, and each side is cut greedily
+/// into equal-count bins (a value holding a bin's share of rows or more gets its own bin;
+/// with few distinct values, each gets a bin once it holds `MIN_DATA_IN_BIN` rows).
 fn thresholds_of_sorted(sample: &[f32], max_bin: usize) -> Vec<f32> {
     if sample.is_empty() {
         return Vec::new();
@@ -211,34 +218,87 @@ fn thresholds_of_sorted(sample: &[f32], max_bin: usize) -> Vec<f32> {
             _ => distinct.push((v, 1)),
         }
     }
+    let max_bin = max_bin.max(2);
+    let neg_end = distinct.partition_point(|&(v, _)| v < -ZERO_THRESHOLD);
+    let pos_start = distinct.partition_point(|&(v, _)| v <= ZERO_THRESHOLD);
+    let rows = |d: &[(f32, usize)]| d.iter().map(|&(_, c)| c).sum::<usize>();
+    let (neg, pos) = (&distinct[..neg_end], &distinct[pos_start..]);
+    let (neg_rows, pos_rows) = (rows(neg), rows(pos));
+    let mut thresholds = Vec::new();
+    if !neg.is_empty() {
+        let share = neg_rows as f64 / (neg_rows + pos_rows) as f64;
+        let neg_bins = ((share * (max_bin - 1) as f64) as usize).max(1);
+        thresholds = greedy_cuts(neg, neg_bins, neg_rows);
+        // The last negative bin ends just below zero.
+        thresholds.push(-ZERO_THRESHOLD);
+    }
+    if !pos.is_empty() {
+        let pos_bins = max_bin.saturating_sub(1 + thresholds.len()).max(1);
+        thresholds.push(ZERO_THRESHOLD);
+        thresholds.extend(greedy_cuts(pos, pos_bins, pos_rows));
+    }
+    thresholds
+}
+
+/// Magnitudes up to this count as zero (LightGBM's `kZeroThreshold`).
+const ZERO_THRESHOLD: f32 = 1e-35;
+
+/// Cut points splitting sorted distinct `(value, count)` pairs (`rows` in all) into at most
+/// `max_bin` bins of about equal row counts; each cut is the midpoint of its neighbours.
+fn greedy_cuts(distinct: &[(f32, usize)], max_bin: usize, rows: usize) -> Vec<f32> {
     let mid = |a: f32, b: f32| -> f32 {
         let m = ((f64::from(a) + f64::from(b)) / 2.0) as f32;
         // Keep `a <= m < b` so `a` bins left of the cut and `b` right of it.
         if m >= b { a } else { m }
     };
-    let max_bin = max_bin.max(2);
-    let mut thresholds = Vec::new();
+    let mut cuts = Vec::new();
     if distinct.len() <= max_bin {
+        // A value seen in fewer than MIN_DATA_IN_BIN rows shares the next value's bin: a cut
+        // that isolates one or two rows is noise the split search would otherwise chase.
+        let mut in_bin = 0usize;
         for w in distinct.windows(2) {
-            thresholds.push(mid(w[0].0, w[1].0));
+            in_bin += w[0].1;
+            if in_bin >= MIN_DATA_IN_BIN {
+                cuts.push(mid(w[0].0, w[1].0));
+                in_bin = 0;
+            }
         }
-        return thresholds;
+        return cuts;
     }
-    // Greedy equal-frequency cuts: close a bin once it holds its share of the remaining rows.
-    let mut remaining = sample.len();
-    let mut bins_left = max_bin;
+    let max_bin = max_bin.min(rows / MIN_DATA_IN_BIN).max(1);
+    // Values that alone fill a bin of the even split get their own bin; the other values share
+    // the remaining bins evenly, the share re-computed as bins close.
+    let even = rows as f64 / max_bin as f64;
+    let big: Vec<bool> = distinct.iter().map(|&(_, c)| c as f64 >= even).collect();
+    let mut rest_bins = max_bin - big.iter().filter(|&&b| b).count();
+    let mut rest_rows =
+        rows - distinct.iter().zip(&big).filter(|(_, b)| **b).map(|((_, c), _)| c).sum::<usize>();
+    let share = |rest_rows: usize, rest_bins: usize| {
+        if rest_bins > 0 { rest_rows as f64 / rest_bins as f64 } else { even }
+    };
+    let mut target = share(rest_rows, rest_bins);
     let mut in_bin = 0usize;
-    for (i, &(v, count)) in distinct.iter().enumerate() {
+    for i in 0..distinct.len() - 1 {
+        let count = distinct[i].1;
+        if !big[i] {
+            rest_rows -= count;
+        }
         in_bin += count;
-        remaining -= count;
-        let target = (remaining + in_bin) as f64 / bins_left as f64;
-        if i + 1 < distinct.len() && in_bin as f64 >= target && bins_left > 1 {
-            thresholds.push(mid(v, distinct[i + 1].0));
+        let close =
+            big[i] || in_bin as f64 >= target || (big[i + 1] && in_bin as f64 >= (target * 0.5).max(1.0));
+        if close {
+            cuts.push(mid(distinct[i].0, distinct[i + 1].0));
+            if cuts.len() + 1 >= max_bin {
+                break;
+            }
             in_bin = 0;
-            bins_left -= 1;
+            if !big[i] {
+                rest_bins = rest_bins.saturating_sub(1);
+                target = share(rest_rows, rest_bins);
+            }
         }
     }
-    thresholds
+    cuts
 }
 
 /// Branch-free stable partition: every row is written to both sides and only the matching
@@ -407,13 +467,37 @@ mod tests {
 
     #[test]
     fn few_distinct_values_get_one_bin_each() {
-        let t = numeric_thresholds(&[3.0, 1.0, 2.0, 1.0, f32::NAN, 3.0], 255);
-        assert_eq!(t, vec![1.5, 2.5]);
+        let t = numeric_thresholds(&[3.0, 1.0, 2.0, 1.0, f32::NAN, 3.0, 2.0, 1.0, 3.0, 2.0], 255);
+        // The first bin is zero's (empty here).
+        assert_eq!(t, vec![ZERO_THRESHOLD, 1.5, 2.5]);
+    }
+
+    #[test]
+    fn values_in_fewer_than_three_rows_share_the_next_bin() {
+        let t = numeric_thresholds(&[1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0, 4.0, 4.0], 255);
+        assert_eq!(t, vec![ZERO_THRESHOLD, 1.5, 3.5]);
+    }
+
+    #[test]
+    fn zero_has_a_bin_of_its_own() {
+        let values = [-2.0, -2.0, -2.0, -0.5, -0.5, -0.5, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5];
+        let col = FeatureColumn {
+            name: "a".into(),
+            source: "a".into(),
+            kind: FeatureKind::Numeric,
+            values: values.to_vec(),
+        };
+        let m = BinMapper::fit(&col, 255);
+        let bins: Vec<usize> = values.iter().map(|&v| m.bin(v)).collect();
+        assert_eq!(bins, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+        // Unseen values just either side of zero stay out of zero's bin.
+        assert_eq!(m.bin(-0.01), 1);
+        assert_eq!(m.bin(0.01), 3);
     }
 
     #[test]
     fn quantile_bins_are_capped_and_balanced() {
-        let values: Vec<f32> = (0..10_000).map(|i| i as f32).collect();
+        let values: Vec<f32> = (1..=10_000).map(|i| i as f32).collect();
         let t = numeric_thresholds(&values, 16);
         assert_eq!(t.len(), 15);
         let col = FeatureColumn { name: "a".into(), source: "a".into(), kind: FeatureKind::Numeric, values };
@@ -423,7 +507,9 @@ mod tests {
             counts[m.bin(v)] += 1;
         }
         assert_eq!(counts[m.missing_bin()], 0);
-        for &c in &counts[..16] {
+        // Bin 0 is zero's; the positive values share the other 15.
+        assert_eq!(counts[0], 0);
+        for &c in &counts[1..16] {
             assert!((500..=750).contains(&c), "{counts:?}");
         }
         assert_eq!(m.bin(f32::NAN), 16);

@@ -35,6 +35,8 @@ struct Leaf {
     end: usize,
     depth: usize,
     stats: Stats,
+    /// The categorical L2 of the split that made this leaf (its output is shrunk by it).
+    extra_l2: f64,
     hist: Option<Vec<HistBin>>,
     split: Option<SplitInfo>,
 }
@@ -242,7 +244,8 @@ pub(crate) fn grow(
         stats.h += hess[r as usize];
     }
     stats.n = rows.len() as u32;
-    let mut root = Leaf { node: 0, start: 0, end: rows.len(), depth: 0, stats, hist: None, split: None };
+    let mut root =
+        Leaf { node: 0, start: 0, end: rows.len(), depth: 0, stats, extra_l2: 0.0, hist: None, split: None };
     if grower.can_split(&root) && params.num_leaves > 1 {
         if grower.wants_hist(&root) {
             root.hist = Some(grower.histogram(rows));
@@ -290,14 +293,23 @@ pub(crate) fn grow(
             }
         }
 
-        let mut left =
-            Leaf { node: li, start, end: w, depth: depth + 1, stats: info.left, hist: None, split: None };
+        let mut left = Leaf {
+            node: li,
+            start,
+            end: w,
+            depth: depth + 1,
+            stats: info.left,
+            extra_l2: info.extra_l2,
+            hist: None,
+            split: None,
+        };
         let mut right = Leaf {
             node: li + 1,
             start: w,
             end,
             depth: depth + 1,
             stats: info.right,
+            extra_l2: info.extra_l2,
             hist: None,
             split: None,
         };
@@ -351,7 +363,7 @@ pub(crate) fn grow(
     let mut out = Vec::with_capacity(leaves.len());
     for leaf in &mut leaves {
         grower.recycle(leaf.hist.take());
-        let value = params.split.leaf_output(leaf.stats) * params.scale;
+        let value = params.split.leaf_output(leaf.stats, leaf.extra_l2) * params.scale;
         nodes[leaf.node].value = value;
         out.push((leaf.start, leaf.end, value));
     }

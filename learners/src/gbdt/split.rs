@@ -11,6 +11,33 @@ use super::histogram::HistBin;
 /// Smoothing added to the hessian when ordering categories by `sum_grad / sum_hess`.
 const CAT_SMOOTH: f64 = 10.0;
 
+/// How boosting regularizes many-way categorical splits (LightGBM's defaults and rules):
+/// sorted-category scans are the easiest place for boosting to overfit, since each split picks
+/// the best of up to 2^k partitions. Forests keep the plain scan (their leaves are means).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CatRules {
+    /// Extra L2 on both sides of a sorted-category split, in its gain and its leaf outputs.
+    pub cat_l2: f64,
+    /// Categories with fewer (hessian-estimated) rows stay out of the scan (they go right).
+    pub min_cat_rows: f64,
+    /// At most this many categories on the left, scanned from either end of the order.
+    pub max_cat_threshold: usize,
+    /// Both the right side and each step of the scan must hold this many rows.
+    pub min_data_per_group: f64,
+    /// Features with at most this many categories try one-category-vs-rest splits instead.
+    pub max_cat_to_onehot: usize,
+}
+
+impl CatRules {
+    pub(crate) const BOOSTING: CatRules = CatRules {
+        cat_l2: 10.0,
+        min_cat_rows: 10.0,
+        max_cat_threshold: 32,
+        min_data_per_group: 100.0,
+        max_cat_to_onehot: 4,
+    };
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Stats {
     pub g: f64,
@@ -36,9 +63,25 @@ pub(crate) struct SplitConfig {
     pub alpha: f64,
     pub min_split_gain: f64,
     pub extra_trees: bool,
+    /// `None`: every category split point of the sorted order is tried, unregularized.
+    pub cat: Option<CatRules>,
 }
 
 impl SplitConfig {
+    /// LightGBM's defaults: 20 rows and 1e-3 hessian per child, no L1/L2, regularized
+    /// categorical splits.
+    pub(crate) fn lightgbm_defaults() -> SplitConfig {
+        SplitConfig {
+            min_child_samples: 20,
+            min_child_weight: 1e-3,
+            lambda: 0.0,
+            alpha: 0.0,
+            min_split_gain: 0.0,
+            extra_trees: false,
+            cat: Some(CatRules::BOOSTING),
+        }
+    }
+
     fn soft_threshold(&self, g: f64) -> f64 {
         if g > self.alpha {
             g - self.alpha
@@ -51,7 +94,13 @@ impl SplitConfig {
 
     #[inline]
     pub(crate) fn leaf_gain(&self, s: Stats) -> f64 {
-        let denom = s.h + self.lambda;
+        self.leaf_gain_l2(s, 0.0)
+    }
+
+    /// The leaf gain with `extra_l2` added to the L2 penalty.
+    #[inline]
+    fn leaf_gain_l2(&self, s: Stats, extra_l2: f64) -> f64 {
+        let denom = s.h + self.lambda + extra_l2;
         if denom <= 0.0 {
             return 0.0;
         }
@@ -60,18 +109,14 @@ impl SplitConfig {
         t * t / denom
     }
 
-    /// Unscaled leaf output `-T(G) / (H + lambda)`.
-    pub(crate) fn leaf_output(&self, s: Stats) -> f64 {
-        let denom = s.h + self.lambda;
+    /// Unscaled leaf output `-T(G) / (H + lambda + extra_l2)`; `extra_l2` is the categorical
+    /// L2 of the split that made the leaf, if any.
+    pub(crate) fn leaf_output(&self, s: Stats, extra_l2: f64) -> f64 {
+        let denom = s.h + self.lambda + extra_l2;
         if denom <= 0.0 {
             return 0.0;
         }
         -self.soft_threshold(s.g) / denom
-    }
-
-    #[inline]
-    fn admissible(&self, s: Stats) -> bool {
-        s.n as usize >= self.min_child_samples.max(1) && s.h >= self.min_child_weight
     }
 }
 
@@ -90,27 +135,87 @@ pub(crate) struct SplitInfo {
     pub kind: SplitKind,
     pub left: Stats,
     pub right: Stats,
+    /// Extra L2 for the children's outputs (a regularized categorical split's `cat_l2`).
+    pub extra_l2: f64,
 }
 
 struct Best {
     gain: f64,
     found: Option<SplitInfo>,
+    /// Node rows per unit of hessian: a child's row count for `min_child_samples` is its hessian
+    /// sum times this, as LightGBM counts it. With unequal hessians (classification) a child of
+    /// confidently predicted rows counts as fewer rows than it holds, so boosting stops carving
+    /// out leaves for rows it already fits, and the few rows it still gets wrong can make a leaf.
+    /// With constant hessians (regression, forests) it is the exact count.
+    cnt_factor: f64,
+    min_n: f64,
+    /// The least hessian sum whose rounded row count reaches `min_n`, and `min_child_weight`
+    /// (one comparison in the scan's hot loop instead of a multiply and a rounding).
+    min_h: f64,
 }
 
 impl Best {
+    fn new(cfg: &SplitConfig, total: Stats) -> Best {
+        let cnt_factor = if total.h > 0.0 { f64::from(total.n) / total.h } else { 1.0 };
+        Best {
+            gain: cfg.min_split_gain.max(0.0),
+            found: None,
+            cnt_factor,
+            min_n: cfg.min_child_samples.max(1) as f64,
+            // round(h * f) >= m  <=>  h * f >= m - 0.5 for whole m.
+            min_h: ((cfg.min_child_samples.max(1) as f64 - 0.5) / cnt_factor).max(cfg.min_child_weight),
+        }
+    }
+
+    /// `s`'s row count as the size constraint sees it (rounded, as LightGBM's `RoundInt`).
+    #[inline]
+    fn count(&self, s: Stats) -> f64 {
+        (s.h * self.cnt_factor + 0.5).floor()
+    }
+
+    #[inline]
+    fn admissible(&self, s: Stats) -> bool {
+        s.n > 0 && s.h >= self.min_h
+    }
+
     #[inline]
     fn offer(&mut self, cfg: &SplitConfig, parent: f64, total: Stats, left: Stats) -> Option<f64> {
+        self.offer_l2(cfg, parent, total, left, 0.0)
+    }
+
+    /// As `offer`, with `extra_l2` on both children (the parent's gain keeps the plain L2).
+    #[inline]
+    fn offer_l2(
+        &mut self,
+        cfg: &SplitConfig,
+        parent: f64,
+        total: Stats,
+        left: Stats,
+        extra_l2: f64,
+    ) -> Option<f64> {
         let right = total.sub(left);
-        if !cfg.admissible(left) || !cfg.admissible(right) {
+        if !self.admissible(left) || !self.admissible(right) {
             return None;
         }
-        let gain = cfg.leaf_gain(left) + cfg.leaf_gain(right) - parent;
+        let gain = cfg.leaf_gain_l2(left, extra_l2) + cfg.leaf_gain_l2(right, extra_l2) - parent;
         (gain > self.gain).then_some(gain)
     }
 
     fn set(&mut self, feature: usize, gain: f64, kind: SplitKind, total: Stats, left: Stats) {
+        self.set_l2(feature, gain, kind, total, left, 0.0);
+    }
+
+    fn set_l2(
+        &mut self,
+        feature: usize,
+        gain: f64,
+        kind: SplitKind,
+        total: Stats,
+        left: Stats,
+        extra_l2: f64,
+    ) {
         self.gain = gain;
-        self.found = Some(SplitInfo { feature, gain, kind, left, right: total.sub(left) });
+        self.found = Some(SplitInfo { feature, gain, kind, left, right: total.sub(left), extra_l2 });
     }
 }
 
@@ -149,7 +254,7 @@ impl<'c> SplitSearch<'c> {
             cfg,
             total,
             parent: cfg.leaf_gain(total),
-            best: Best { gain: cfg.min_split_gain.max(0.0), found: None },
+            best: Best::new(cfg, total),
             cat_scratch: Vec::new(),
         }
     }
@@ -307,14 +412,13 @@ fn numeric(
     }
     // Candidates whose smaller side has too few rows are skipped before any gain is computed
     // (`offer` would reject them); once the right side is too small it only shrinks further.
-    let min_n = cfg.min_child_samples.max(1) as u32;
     let mut prefix = Stats::default();
     for (b, bin) in bins {
         prefix = prefix.add(bin);
-        if total.n.saturating_sub(prefix.n) < min_n {
+        if total.h - prefix.h < best.min_h {
             break;
         }
-        if prefix.n + mis.n < min_n {
+        if prefix.h + mis.h < best.min_h {
             continue;
         }
         try_at(best, b, prefix);
@@ -330,34 +434,180 @@ fn categorical(
     rng: &mut ChaCha8Rng,
     best: &mut Best,
 ) {
-    let mut cats: Vec<usize> = (0..h.len()).filter(|&b| h[b].n > 0).collect();
-    if cats.len() < 2 {
-        return;
-    }
-    let key = |b: usize| h[b].g / (h[b].h + CAT_SMOOTH);
-    cats.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
-    let bits_of = |prefix: &[usize]| -> Vec<u32> {
+    let bits_of = |prefix: &mut dyn Iterator<Item = usize>| -> Vec<u32> {
         let mut bits = vec![0u32; h.len().div_ceil(32)];
-        for &b in prefix {
+        for b in prefix {
             bits[b / 32] |= 1 << (b % 32);
         }
         bits
     };
-    if cfg.extra_trees {
-        let j = rng.random_range(1..cats.len());
-        let left = cats[..j].iter().fold(Stats::default(), |acc, &b| acc.add(h[b]));
-        if let Some(gain) = best.offer(cfg, parent, total, left) {
-            let bits = bits_of(&cats[..j]);
-            best.set(f, gain, SplitKind::Categorical { bits }, total, left);
+    let Some(rules) = cfg.cat.filter(|_| !cfg.extra_trees) else {
+        let mut cats: Vec<usize> = (0..h.len()).filter(|&b| h[b].n > 0).collect();
+        if cats.len() < 2 {
+            return;
+        }
+        sort_by_ratio(&mut cats, h);
+        if cfg.extra_trees {
+            let j = rng.random_range(1..cats.len());
+            let left = cats[..j].iter().fold(Stats::default(), |acc, &b| acc.add(h[b]));
+            if let Some(gain) = best.offer(cfg, parent, total, left) {
+                let bits = bits_of(&mut cats[..j].iter().copied());
+                best.set(f, gain, SplitKind::Categorical { bits }, total, left);
+            }
+            return;
+        }
+        let mut left = Stats::default();
+        for j in 1..cats.len() {
+            left = left.add(h[cats[j - 1]]);
+            if let Some(gain) = best.offer(cfg, parent, total, left) {
+                let bits = bits_of(&mut cats[..j].iter().copied());
+                best.set(f, gain, SplitKind::Categorical { bits }, total, left);
+            }
+        }
+        return;
+    };
+    // `h` ends with the missing bin; the value bins decide between one-vs-rest and a scan.
+    if h.len() - 1 <= rules.max_cat_to_onehot {
+        for (b, &bin) in h.iter().enumerate() {
+            if bin.n == 0 {
+                continue;
+            }
+            let left = Stats::default().add(bin);
+            if let Some(gain) = best.offer(cfg, parent, total, left) {
+                let bits = bits_of(&mut std::iter::once(b));
+                best.set(f, gain, SplitKind::Categorical { bits }, total, left);
+            }
         }
         return;
     }
-    let mut left = Stats::default();
-    for j in 1..cats.len() {
-        left = left.add(h[cats[j - 1]]);
-        if let Some(gain) = best.offer(cfg, parent, total, left) {
-            let bits = bits_of(&cats[..j]);
-            best.set(f, gain, SplitKind::Categorical { bits }, total, left);
+    let mut cats: Vec<usize> = (0..h.len())
+        .filter(|&b| h[b].n > 0 && best.count(Stats::default().add(h[b])) >= rules.min_cat_rows)
+        .collect();
+    if cats.len() < 2 {
+        return;
+    }
+    sort_by_ratio(&mut cats, h);
+    let max_left = rules.max_cat_threshold.min(cats.len().div_ceil(2)).min(cats.len() - 1);
+    let l2 = rules.cat_l2;
+    // From the low end of the order, then from the high end: the left side is a run of
+    // categories at one end, grown one category at a time.
+    for from_top in [false, true] {
+        let at = |j: usize| if from_top { cats[cats.len() - 1 - j] } else { cats[j] };
+        let mut left = Stats::default();
+        let mut group = 0.0;
+        for j in 0..max_left {
+            let bin = h[at(j)];
+            left = left.add(bin);
+            group += best.count(Stats::default().add(bin));
+            if best.count(left) < best.min_n || left.h < cfg.min_child_weight {
+                continue;
+            }
+            let right_n = best.count(total.sub(left));
+            if right_n < best.min_n
+                || right_n < rules.min_data_per_group
+                || total.h - left.h < cfg.min_child_weight
+            {
+                break;
+            }
+            if group < rules.min_data_per_group {
+                continue;
+            }
+            group = 0.0;
+            if let Some(gain) = best.offer_l2(cfg, parent, total, left, l2) {
+                let bits = bits_of(&mut (0..=j).map(at));
+                best.set_l2(f, gain, SplitKind::Categorical { bits }, total, left, l2);
+            }
         }
+    }
+}
+
+/// Orders categories by `sum_grad / (sum_hess + smoothing)`: for a fixed number of categories
+/// on the left, the best partition is a run of this order (Fisher's grouping).
+fn sort_by_ratio(cats: &mut [usize], h: &[HistBin]) {
+    let key = |b: usize| h[b].g / (h[b].h + CAT_SMOOTH);
+    cats.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn cfg(cat: Option<CatRules>) -> SplitConfig {
+        SplitConfig { cat, ..SplitConfig::lightgbm_defaults() }
+    }
+
+    /// `rows` rows with gradient `g` and hessian `h` each.
+    fn bin(rows: u32, g: f64, h: f64) -> HistBin {
+        HistBin { g: g * f64::from(rows), h: h * f64::from(rows), n: rows }
+    }
+
+    fn total(h: &[HistBin]) -> Stats {
+        h.iter().fold(Stats::default(), |acc, &b| acc.add(b))
+    }
+
+    fn search_categorical(h: &[HistBin], cfg: &SplitConfig) -> Option<SplitInfo> {
+        let t = total(h);
+        let mut best = Best::new(cfg, t);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        categorical(0, h, t, cfg.leaf_gain(t), cfg, &mut rng, &mut best);
+        best.found
+    }
+
+    #[test]
+    fn children_of_confident_rows_count_as_few_rows() {
+        // 30 rows the model already fits (hessian 0.001) and 70 it does not: by hessian the
+        // left child holds under one row's worth, so no split is admissible for boosting...
+        let bins = [(0, bin(30, -0.001, 0.001)), (1, bin(70, 0.5, 0.25))];
+        let t = bins.iter().fold(Stats::default(), |acc, &(_, b)| acc.add(b));
+        let c = cfg(None);
+        let mut best = Best::new(&c, t);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        numeric(0, bins.iter().copied(), HistBin::default(), t, c.leaf_gain(t), &c, &mut rng, &mut best);
+        assert!(best.found.is_none());
+        // ...while with equal hessians the same rows split.
+        let bins = [(0, bin(30, -0.5, 1.0)), (1, bin(70, 0.5, 1.0))];
+        let t = bins.iter().fold(Stats::default(), |acc, &(_, b)| acc.add(b));
+        let mut best = Best::new(&c, t);
+        numeric(0, bins.iter().copied(), HistBin::default(), t, c.leaf_gain(t), &c, &mut rng, &mut best);
+        assert_eq!(best.found.map(|s| s.left.n), Some(30));
+    }
+
+    #[test]
+    fn boosting_regularizes_many_way_categorical_splits() {
+        // Six categories of 200 rows with opposite gradients, one rare category of 5 rows with
+        // the most extreme gradient, and the missing bin (empty) last.
+        let mut h = vec![
+            bin(200, -1.0, 1.0),
+            bin(200, 1.0, 1.0),
+            bin(200, -1.0, 1.0),
+            bin(200, 1.0, 1.0),
+            bin(5, -3.0, 1.0),
+            bin(200, -1.0, 1.0),
+            bin(200, 1.0, 1.0),
+        ];
+        h.push(HistBin::default());
+        let boosted = search_categorical(&h, &cfg(Some(CatRules::BOOSTING))).unwrap();
+        let SplitKind::Categorical { bits } = &boosted.kind else { panic!("{boosted:?}") };
+        let left: Vec<usize> = (0..h.len()).filter(|&b| bits[b / 32] >> (b % 32) & 1 == 1).collect();
+        // The rare category is left out of the scan (it goes right with the rest)...
+        assert!(!left.contains(&4), "{left:?}");
+        assert!(left == [0, 2, 5] || left == [1, 3, 6], "{left:?}");
+        // ...and both children's outputs are shrunk by the categorical L2.
+        assert_eq!(boosted.extra_l2, CatRules::BOOSTING.cat_l2);
+        let plain = search_categorical(&h, &cfg(None)).unwrap();
+        assert_eq!(plain.extra_l2, 0.0);
+        assert!(plain.gain > boosted.gain);
+    }
+
+    #[test]
+    fn few_categories_split_one_against_the_rest() {
+        let h = [bin(100, -1.0, 1.0), bin(100, -0.9, 1.0), bin(100, 1.0, 1.0), HistBin::default()];
+        let s = search_categorical(&h, &cfg(Some(CatRules::BOOSTING))).unwrap();
+        // One-vs-rest: the best single category is category 2, without the categorical L2.
+        assert_eq!(s.kind, SplitKind::Categorical { bits: vec![0b100] });
+        assert_eq!(s.extra_l2, 0.0);
     }
 }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::binning::BinnedData;
 use super::grow::{self, GrowParams};
-use super::split::SplitConfig;
+use super::split::{CatRules, SplitConfig};
 use super::{TreeEnsemble, TreeMode};
 use crate::error::TrainError;
 
@@ -93,6 +93,7 @@ pub(crate) fn run(
         alpha: params.reg_alpha,
         min_split_gain: params.min_split_gain,
         extra_trees: params.mode == TreeMode::ExtraTrees,
+        cat: gbdt.then_some(CatRules::BOOSTING),
     };
     let grow_params = GrowParams {
         num_leaves: params.num_leaves,
