@@ -74,16 +74,27 @@ pub fn serve(store_args: &[&str], grpc: &str, extra: &[&str], log: &Path) -> (Pr
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=")) {
-                let _ = tx.send(addr.to_string());
+            for w in line.split_whitespace() {
+                for key in ["grpc=", "http="] {
+                    if let Some(addr) = w.strip_prefix(key) {
+                        let _ = tx.send((key, addr.to_string()));
+                    }
+                }
             }
         }
     });
     let proc = Proc { child, name: "quarry serve".into() };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("quarry serve printed no `listening grpc=ADDR`; log:\n{}", read(log)));
-    (proc, format!("http://{addr}"))
+    // With --http, the HTTP listener is bound after the gRPC one: wait for both lines, so a
+    // test's first HTTP request does not race the bind.
+    let want_http = extra.contains(&"--http");
+    let (mut grpc_addr, mut http_seen) = (None, !want_http);
+    while grpc_addr.is_none() || !http_seen {
+        let (key, addr) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("quarry serve printed no `listening grpc=ADDR`; log:\n{}", read(log)));
+        if key == "grpc=" { grpc_addr = Some(addr) } else { http_seen = true }
+    }
+    (proc, format!("http://{}", grpc_addr.unwrap_or_default()))
 }
 
 /// [`serve`] with a file store at `dir/store`, on a free port, logging to `dir/serve.log`.

@@ -8,13 +8,15 @@ use quarry_learners::memory::human_bytes;
 pub enum WorkerError {
     #[error("could not start a pool of {threads} threads: {message}")]
     Pool { threads: usize, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Train(#[from] quarry_learners::TrainError),
-    #[error("{0}")]
+    #[error(transparent)]
     Featurize(#[from] quarry_featurize::FeaturizeError),
-    #[error("{path}: {source}")]
-    Data { path: PathBuf, source: quarry_featurize::FeaturizeError },
-    #[error("{0}")]
+    /// The file's error, said once: `error` is part of the message rather than a `source`, so
+    /// a printed error chain does not repeat it.
+    #[error("{path}: {error}")]
+    Data { path: PathBuf, error: quarry_featurize::FeaturizeError },
+    #[error(transparent)]
     Search(#[from] quarry_search::SearchError),
     /// Bad job settings (an unknown group column, …), said in words.
     #[error("{0}")]
@@ -23,7 +25,7 @@ pub enum WorkerError {
     Final(String),
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
-    #[error("{0}")]
+    #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error("{call} failed ({code}): {message}")]
     Rpc { call: String, code: String, message: String },

@@ -51,7 +51,7 @@ pub struct Prepared {
 pub fn prepare(data: &Path, opts: &PrepareOptions) -> Result<Prepared, WorkerError> {
     let LoadedTable { table, content_hash, path } = load_table(data)?;
     let target = opts.target.as_str();
-    let in_file = |source| WorkerError::Data { path: path.clone(), source };
+    let in_file = |error| WorkerError::Data { path: path.clone(), error };
     let encoder = TargetEncoder::fit(&table, target, opts.task).map_err(in_file)?;
     let metric = match &opts.metric {
         Some(m) => Metric::parse(m)?,

@@ -36,6 +36,9 @@ fn fit_fails_with(data: &std::path::Path, target: &str, extra: &[&str], needle: 
     assert_eq!(lines.len(), 1, "want one line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     assert!(lines[0].contains(needle), "{:?} should mention {needle:?}", lines[0]);
+    // Said once: a wrapped error must not repeat its cause ("X: X").
+    let head: String = lines[0].trim_start_matches("error: ").chars().take(30).collect();
+    assert_eq!(lines[0].matches(head.as_str()).count(), 1, "{:?} repeats itself", lines[0]);
 }
 
 #[test]

@@ -3,14 +3,12 @@
 //! `chromium-driver`, driven over the W3C WebDriver protocol). Screenshots are saved under
 //! the target dir (`dashboard-screenshots/`, printed by the test).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use quarry_tests::{example, quarry_bin};
+use quarry_tests::{cluster, example, quarry_bin};
 use serde_json::{Value, json};
 
 const XSS_COLUMN: &str = "<img src=x onerror=alert(1)>";
@@ -27,39 +25,12 @@ impl Drop for Proc {
 }
 
 /// `quarry serve` on free ports; returns (process, grpc URL, http base URL).
-fn serve(dir: &Path, extra: &[&str]) -> (Proc, String, String) {
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut child = Command::new(quarry_bin())
-        .args(["serve", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--store"])
-        .arg(dir.join("store"))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            for w in line.split_whitespace() {
-                if let Some(a) = w.strip_prefix("grpc=") {
-                    let _ = tx.send(("grpc", a.to_string()));
-                }
-                if let Some(a) = w.strip_prefix("http=") {
-                    let _ = tx.send(("http", a.to_string()));
-                }
-            }
-        }
-    });
-    let proc = Proc(child);
-    let (mut grpc, mut http) = (None, None);
-    while grpc.is_none() || http.is_none() {
-        let (k, a) = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            panic!("quarry serve printed no listening lines; log:\n{}", read(&dir.join("serve.log")))
-        });
-        if k == "grpc" { grpc = Some(a) } else { http = Some(a) }
-    }
-    (proc, format!("http://{}", grpc.unwrap()), format!("http://{}", http.unwrap()))
+fn serve(dir: &Path, extra: &[&str]) -> (cluster::Proc, String, String) {
+    let http = format!("127.0.0.1:{}", cluster::free_port());
+    let mut args = extra.to_vec();
+    args.extend(["--http", http.as_str()]);
+    let (proc, grpc) = cluster::serve_store(dir, &args);
+    (proc, grpc, format!("http://{http}"))
 }
 
 fn read(p: &Path) -> String {
@@ -305,6 +276,11 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body).unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"))
+    }
+
+    /// A WebDriver command; `Err` holds the driver's error object.
+    fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Value> {
         let url = if path == "/session" {
             format!("{}{path}", self.base)
         } else {
@@ -324,9 +300,9 @@ impl Browser {
         let v: Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("webdriver {path}: {e}: {text}"));
         if v["value"]["error"].is_string() {
-            panic!("webdriver {method} {path}: {}", v["value"]);
+            return Err(v["value"].clone());
         }
-        v["value"].clone()
+        Ok(v["value"].clone())
     }
 
     fn goto(&self, url: &str) {
@@ -351,9 +327,18 @@ impl Browser {
         self.call("GET", &format!("/element/{e}/text"), None).as_str().unwrap_or_default().to_string()
     }
 
+    /// Clicks the element `css` selects; live pages re-render (the leaderboard on every
+    /// trial), so an element gone stale between find and click is looked up again.
     fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
+        for _ in 0..5 {
+            let e = self.find(css);
+            match self.try_call("POST", &format!("/element/{e}/click"), Some(json!({}))) {
+                Ok(_) => return,
+                Err(err) if err["error"] == "stale element reference" => continue,
+                Err(err) => panic!("click {css}: {err}"),
+            }
+        }
+        panic!("click {css}: the element went stale five times");
     }
 
     fn type_into(&self, css: &str, text: &str) {

@@ -68,21 +68,8 @@ fn names_that_would_escape_the_store_are_refused_by_the_cli_and_over_http() {
     let out = quarry(&["fit", "--data", "../../etc/passwd:1", "--target", "y", "--store", s]);
     assert_eq!(out.status.code(), Some(2));
     // serve-model --name becomes a URL and registry path segment: refused too.
-    let run = tmp.path().join("run");
-    let d = data.to_str().unwrap();
-    quarry_ok(&[
-        "train",
-        "--data",
-        d,
-        "--target",
-        "y",
-        "--task",
-        "regression",
-        "--family",
-        "linear",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    // The same small.csv again, and a linear model of it in tmp/run.
+    let run = train_small_linear(tmp.path());
     let out =
         quarry(&["serve-model", "--model", run.to_str().unwrap(), "--name", "../x", "--http", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(2));
