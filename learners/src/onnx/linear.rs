@@ -20,10 +20,24 @@ pub(crate) fn design_columns(g: &mut Graph, prep: &[ColumnPrep], features: &[Str
     let mut cols = Vec::new();
     for (p, f) in prep.iter().zip(features) {
         match p {
-            ColumnPrep::Scaled { median, mean, std } => {
+            ColumnPrep::Scaled { median, mean, std, by } => {
                 let v = g.cast(f, DataType::Double);
                 let nan = g.op("IsNaN", &[&v], vec![]);
-                let med = g.f64s(&[*median], &[]);
+                let med = match by.as_ref().and_then(|b| features.get(b.column).map(|c| (b, c))) {
+                    // The row's group median: its level indexes the medians, a missing level
+                    // reads the global median appended after them.
+                    Some((b, level)) => {
+                        let mut table = b.medians.clone();
+                        table.push(*median);
+                        let t = g.f64s(&table, &[table.len() as i64]);
+                        let missing = g.op("IsNaN", &[level], vec![]);
+                        let last = g.f32s(&[b.medians.len() as f32], &[]);
+                        let code = g.op("Where", &[&missing, &last, level], vec![]);
+                        let idx = g.cast(&code, DataType::Int64);
+                        g.op("Gather", &[&t, &idx], vec![attr("axis", Attr::Int(0))])
+                    }
+                    None => g.f64s(&[*median], &[]),
+                };
                 let v = g.op("Where", &[&nan, &med, &v], vec![]);
                 cols.push(standardise(g, &v, *mean, *std));
             }
