@@ -58,6 +58,15 @@ impl GroupMedians {
     }
 }
 
+/// Value `v` of row `row` of a `Scaled` column, missing values imputed.
+fn filled(v: f32, by: Option<&GroupMedians>, x: &FeatureMatrix, row: usize, median: f64) -> f64 {
+    match by {
+        _ if v.is_finite() => f64::from(v),
+        Some(g) => g.impute(x, row, median),
+        None => median,
+    }
+}
+
 /// A group median needs this many known values; fewer would be noise.
 const MIN_GROUP_ROWS: usize = 10;
 /// The share of a numeric column's variance a categorical must explain (η², the correlation
@@ -149,16 +158,8 @@ pub(crate) fn fit_prep(x: &FeatureMatrix) -> Vec<ColumnPrep> {
                 present.sort_by(f64::total_cmp);
                 let median = if present.is_empty() { 0.0 } else { present[present.len() / 2] };
                 let by = group_medians(x, &c.values, median);
-                let imputed: Vec<f64> = c
-                    .values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| match (&by, v.is_finite()) {
-                        (_, true) => f64::from(v),
-                        (Some(g), false) => g.impute(x, i, median),
-                        (None, false) => median,
-                    })
-                    .collect();
+                let imputed: Vec<f64> =
+                    c.values.iter().enumerate().map(|(i, &v)| filled(v, by.as_ref(), x, i, median)).collect();
                 let (mean, std) = mean_std(&imputed);
                 ColumnPrep::Scaled { median, mean, std, by }
             }
@@ -196,12 +197,7 @@ pub(crate) fn design(prep: &[ColumnPrep], x: &FeatureMatrix) -> Array2<f64> {
         match p {
             ColumnPrep::Scaled { median, mean, std, by } => {
                 for (i, &v) in c.values.iter().enumerate() {
-                    let v = match (by, v.is_finite()) {
-                        (_, true) => f64::from(v),
-                        (Some(g), false) => g.impute(x, i, *median),
-                        (None, false) => *median,
-                    };
-                    out[[i, j]] = (v - mean) / std;
+                    out[[i, j]] = (filled(v, by.as_ref(), x, i, *median) - mean) / std;
                 }
                 j += 1;
             }
@@ -254,7 +250,7 @@ mod tests {
     }
 
     /// 40 rows: island 0 holds small values (≈ 1), island 1 large ones (≈ 10), and an unrelated
-    /// categorical whose levels alternate; the last two rows have the number missing.
+    /// categorical whose levels alternate; rows 0 (island 0) and 39 (island 1) miss the number.
     fn islands() -> FeatureMatrix {
         let n = 40;
         let island: Vec<f32> = (0..n).map(|i| if i < 15 { 0.0 } else { 1.0 }).collect();
@@ -286,8 +282,9 @@ mod tests {
         assert_eq!(*median, 11.0);
         let d = design(&prep, &x);
         let unscale = |v: f64| v * std + mean;
-        assert!((unscale(d[[0, 3 + 1]]) - 2.0).abs() < 1e-9, "row 0 is on island 0");
-        assert!((unscale(d[[39, 3 + 1]]) - 12.0).abs() < 1e-9, "row 39 is on island 1");
+        // Design columns: noise 0..2, island 2..4, size 4.
+        assert!((unscale(d[[0, 4]]) - 2.0).abs() < 1e-9, "row 0 is on island 0");
+        assert!((unscale(d[[39, 4]]) - 12.0).abs() < 1e-9, "row 39 is on island 1");
 
         // A missing island falls back to the global median.
         let mut y = x.clone();
