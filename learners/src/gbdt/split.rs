@@ -19,11 +19,11 @@ pub(crate) struct CatRules {
     /// Extra L2 on both sides of a sorted-category split, in its gain and its leaf outputs.
     pub cat_l2: f64,
     /// Categories with fewer (hessian-estimated) rows stay out of the scan (they go right).
-    pub min_cat_rows: f64,
+    pub min_cat_rows: i64,
     /// At most this many categories on the left, scanned from either end of the order.
     pub max_cat_threshold: usize,
     /// Both the right side and each step of the scan must hold this many rows.
-    pub min_data_per_group: f64,
+    pub min_data_per_group: i64,
     /// Features with at most this many categories try one-category-vs-rest splits instead.
     pub max_cat_to_onehot: usize,
 }
@@ -31,9 +31,9 @@ pub(crate) struct CatRules {
 impl CatRules {
     pub(crate) const BOOSTING: CatRules = CatRules {
         cat_l2: 10.0,
-        min_cat_rows: 10.0,
+        min_cat_rows: 10,
         max_cat_threshold: 32,
-        min_data_per_group: 100.0,
+        min_data_per_group: 100,
         max_cat_to_onehot: 4,
     };
 }
@@ -139,6 +139,12 @@ pub(crate) struct SplitInfo {
     pub extra_l2: f64,
 }
 
+enum Step {
+    Skip,
+    Stop,
+    Gain(f64),
+}
+
 struct Best {
     gain: f64,
     found: Option<SplitInfo>,
@@ -146,11 +152,13 @@ struct Best {
     /// sum times this, as LightGBM counts it. With unequal hessians (classification) a child of
     /// confidently predicted rows counts as fewer rows than it holds, so boosting stops carving
     /// out leaves for rows it already fits, and the few rows it still gets wrong can make a leaf.
-    /// With constant hessians (regression, forests) it is the exact count.
+    /// With constant hessians (regression, forests) it is the exact count. The boosting scans
+    /// (`numeric`, regularized `categorical`) round each bin's count on its own and add them up
+    /// along the scan, as LightGBM's do; the other paths round a side's total (`min_h`).
     cnt_factor: f64,
-    min_n: f64,
+    min_n: i64,
     /// The least hessian sum whose rounded row count reaches `min_n`, and `min_child_weight`
-    /// (one comparison in the scan's hot loop instead of a multiply and a rounding).
+    /// (one comparison instead of a multiply and a rounding).
     min_h: f64,
 }
 
@@ -161,16 +169,17 @@ impl Best {
             gain: cfg.min_split_gain.max(0.0),
             found: None,
             cnt_factor,
-            min_n: cfg.min_child_samples.max(1) as f64,
+            min_n: cfg.min_child_samples.max(1) as i64,
             // round(h * f) >= m  <=>  h * f >= m - 0.5 for whole m.
             min_h: ((cfg.min_child_samples.max(1) as f64 - 0.5) / cnt_factor).max(cfg.min_child_weight),
         }
     }
 
-    /// `s`'s row count as the size constraint sees it (rounded, as LightGBM's `RoundInt`).
+    /// The row count of hessian sum `h`, rounded as LightGBM's `RoundInt`. A truncating cast,
+    /// not `floor` (a libm call on baseline x86-64, in the scans' innermost loop); `h >= 0`.
     #[inline]
-    fn count(&self, s: Stats) -> f64 {
-        (s.h * self.cnt_factor + 0.5).floor()
+    fn rounded(&self, h: f64) -> i64 {
+        (h * self.cnt_factor + 0.5) as i64
     }
 
     #[inline]
@@ -178,27 +187,31 @@ impl Best {
         s.n > 0 && s.h >= self.min_h
     }
 
+    /// The gain of splitting off `left`, if both sides are admissible and it beats the best.
     #[inline]
     fn offer(&mut self, cfg: &SplitConfig, parent: f64, total: Stats, left: Stats) -> Option<f64> {
-        self.offer_l2(cfg, parent, total, left, 0.0)
-    }
-
-    /// As `offer`, with `extra_l2` on both children (the parent's gain keeps the plain L2).
-    #[inline]
-    fn offer_l2(
-        &mut self,
-        cfg: &SplitConfig,
-        parent: f64,
-        total: Stats,
-        left: Stats,
-        extra_l2: f64,
-    ) -> Option<f64> {
         let right = total.sub(left);
         if !self.admissible(left) || !self.admissible(right) {
             return None;
         }
-        let gain = cfg.leaf_gain_l2(left, extra_l2) + cfg.leaf_gain_l2(right, extra_l2) - parent;
+        let gain = cfg.leaf_gain(left) + cfg.leaf_gain(right) - parent;
         (gain > self.gain).then_some(gain)
+    }
+
+    /// One step of a boosting scan that has grown `side` (counted `side_n` rows, bin by bin):
+    /// too small so far, the other side now too small for any further step, or a candidate
+    /// that beats the best.
+    #[inline]
+    fn step(&self, cfg: &SplitConfig, parent: f64, total: Stats, side: Stats, side_n: i64) -> Step {
+        if side_n < self.min_n || side.h < cfg.min_child_weight {
+            return Step::Skip;
+        }
+        let other = total.sub(side);
+        if i64::from(total.n) - side_n < self.min_n || other.h < cfg.min_child_weight {
+            return Step::Stop;
+        }
+        let gain = cfg.leaf_gain(side) + cfg.leaf_gain(other) - parent;
+        if gain > self.gain { Step::Gain(gain) } else { Step::Skip }
     }
 
     fn set(&mut self, feature: usize, gain: f64, kind: SplitKind, total: Stats, left: Stats) {
@@ -384,7 +397,7 @@ fn try_numeric(
 #[allow(clippy::too_many_arguments)]
 fn numeric(
     f: usize,
-    bins: impl Iterator<Item = (usize, HistBin)> + Clone,
+    bins: impl DoubleEndedIterator<Item = (usize, HistBin)> + Clone,
     mis: HistBin,
     total: Stats,
     parent: f64,
@@ -392,8 +405,6 @@ fn numeric(
     rng: &mut ChaCha8Rng,
     best: &mut Best,
 ) {
-    let try_at =
-        |best: &mut Best, b: usize, prefix: Stats| try_numeric(f, b, prefix, mis, total, parent, cfg, best);
     if cfg.extra_trees {
         let Some((lo, _)) = bins.clone().next() else {
             return;
@@ -407,21 +418,53 @@ fn numeric(
             return;
         };
         let prefix = bins.take_while(|&(at, _)| at <= b).fold(Stats::default(), |acc, (_, x)| acc.add(x));
-        try_at(best, b, prefix);
+        try_numeric(f, b, prefix, mis, total, parent, cfg, best);
         return;
     }
-    // Candidates whose smaller side has too few rows are skipped before any gain is computed
-    // (`offer` would reject them); once the right side is too small it only shrinks further.
-    let mut prefix = Stats::default();
-    for (b, bin) in bins {
-        prefix = prefix.add(bin);
-        if total.h - prefix.h < best.min_h {
+    // LightGBM's scan, so that equal settings grow equal trees: each bin's row count is
+    // estimated from its hessian and rounded on its own, and the counts add up along the scan;
+    // the other side's count is the node's rows minus that sum. First from the top with the
+    // missing rows left, then (only when the node has missing rows) from the bottom with them
+    // right; a later candidate must gain strictly more.
+    let Some((lowest, _)) = bins.clone().next() else {
+        return;
+    };
+    let mut right = Stats::default();
+    let mut right_n = 0;
+    for (b, bin) in bins.clone().rev() {
+        // The lowest bin stays left (with no missing rows, nothing else would be there).
+        if b == lowest {
             break;
         }
-        if prefix.h + mis.h < best.min_h {
-            continue;
+        right = right.add(bin);
+        right_n += best.rounded(bin.h);
+        match best.step(cfg, parent, total, right, right_n) {
+            Step::Skip => {}
+            Step::Stop => break,
+            Step::Gain(gain) => {
+                // Empty bins just below `b` go right, as LightGBM's threshold (one below the
+                // right side's lowest bin) sends unseen values there.
+                let left = total.sub(right);
+                let default_left = mis.n > 0 || 2 * left.n >= total.n;
+                best.set(f, gain, SplitKind::Numeric { bin: b - 1, default_left }, total, left);
+            }
         }
-        try_at(best, b, prefix);
+    }
+    if mis.n == 0 {
+        return;
+    }
+    let mut left = Stats::default();
+    let mut left_n = 0;
+    for (b, bin) in bins {
+        left = left.add(bin);
+        left_n += best.rounded(bin.h);
+        match best.step(cfg, parent, total, left, left_n) {
+            Step::Skip => {}
+            Step::Stop => break,
+            Step::Gain(gain) => {
+                best.set(f, gain, SplitKind::Numeric { bin: b, default_left: false }, total, left);
+            }
+        }
     }
 }
 
@@ -467,22 +510,34 @@ fn categorical(
         return;
     };
     // `h` ends with the missing bin; the value bins decide between one-vs-rest and a scan.
+    // Row counts as in `numeric`: each category's count is rounded on its own, and the other
+    // side holds the node's rows minus the counts summed on this side.
+    let n = i64::from(total.n);
     if h.len() - 1 <= rules.max_cat_to_onehot {
         for (b, &bin) in h.iter().enumerate() {
             if bin.n == 0 {
                 continue;
             }
             let left = Stats::default().add(bin);
-            if let Some(gain) = best.offer(cfg, parent, total, left) {
+            let left_n = best.rounded(bin.h);
+            let right = total.sub(left);
+            if left_n < best.min_n
+                || n - left_n < best.min_n
+                || left.h < cfg.min_child_weight
+                || right.h < cfg.min_child_weight
+            {
+                continue;
+            }
+            let gain = cfg.leaf_gain(left) + cfg.leaf_gain(right) - parent;
+            if gain > best.gain {
                 let bits = bits_of(&mut std::iter::once(b));
                 best.set(f, gain, SplitKind::Categorical { bits }, total, left);
             }
         }
         return;
     }
-    let mut cats: Vec<usize> = (0..h.len())
-        .filter(|&b| h[b].n > 0 && best.count(Stats::default().add(h[b])) >= rules.min_cat_rows)
-        .collect();
+    let mut cats: Vec<usize> =
+        (0..h.len()).filter(|&b| h[b].n > 0 && best.rounded(h[b].h) >= rules.min_cat_rows).collect();
     if cats.len() < 2 {
         return;
     }
@@ -494,26 +549,28 @@ fn categorical(
     for from_top in [false, true] {
         let at = |j: usize| if from_top { cats[cats.len() - 1 - j] } else { cats[j] };
         let mut left = Stats::default();
-        let mut group = 0.0;
+        let mut left_n = 0;
+        let mut group = 0;
         for j in 0..max_left {
             let bin = h[at(j)];
             left = left.add(bin);
-            group += best.count(Stats::default().add(bin));
-            if best.count(left) < best.min_n || left.h < cfg.min_child_weight {
+            let bin_n = best.rounded(bin.h);
+            left_n += bin_n;
+            group += bin_n;
+            if left_n < best.min_n || left.h < cfg.min_child_weight {
                 continue;
             }
-            let right_n = best.count(total.sub(left));
-            if right_n < best.min_n
-                || right_n < rules.min_data_per_group
-                || total.h - left.h < cfg.min_child_weight
-            {
+            let right_n = n - left_n;
+            let right = total.sub(left);
+            if right_n < best.min_n || right_n < rules.min_data_per_group || right.h < cfg.min_child_weight {
                 break;
             }
             if group < rules.min_data_per_group {
                 continue;
             }
-            group = 0.0;
-            if let Some(gain) = best.offer_l2(cfg, parent, total, left, l2) {
+            group = 0;
+            let gain = cfg.leaf_gain_l2(left, l2) + cfg.leaf_gain_l2(right, l2) - parent;
+            if gain > best.gain {
                 let bits = bits_of(&mut (0..=j).map(at));
                 best.set_l2(f, gain, SplitKind::Categorical { bits }, total, left, l2);
             }
@@ -573,6 +630,33 @@ mod tests {
         let mut best = Best::new(&c, t);
         numeric(0, bins.iter().copied(), HistBin::default(), t, c.leaf_gain(t), &c, &mut rng, &mut best);
         assert_eq!(best.found.map(|s| s.left.n), Some(30));
+    }
+
+    #[test]
+    fn scan_counts_each_bin_on_its_own_and_splits_below_the_right_side() {
+        // Node hessian 108 over 108 rows (one row per unit of hessian). Bin 0 holds 100 rows
+        // of hessian 0.9; bins 5..=8 hold 2 rows of hessian 2.25 each (4.5 per bin, rounded
+        // to 5 rows). The top four bins count as 5 + 5 + 5 + 5 = 20 rows, enough for
+        // `min_child_samples` 20, although their rounded total, 18, is not: LightGBM's scan
+        // sums per-bin rounded counts.
+        let mut bins = vec![(0, bin(100, 0.18, 0.9))];
+        bins.extend((5..=8).map(|b| (b, bin(2, -2.25, 2.25))));
+        let t = bins.iter().fold(Stats::default(), |acc, &(_, b)| acc.add(b));
+        assert_eq!((t.n, t.h), (108, 108.0));
+        let c = cfg(None);
+        let mut best = Best::new(&c, t);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        numeric(0, bins.iter().copied(), HistBin::default(), t, c.leaf_gain(t), &c, &mut rng, &mut best);
+        let s = best.found.unwrap();
+        assert_eq!((s.left.n, s.right.n), (100, 8));
+        // Empty bins 1..=4 go right: the threshold is one below the right side's lowest bin.
+        assert_eq!(s.kind, SplitKind::Numeric { bin: 4, default_left: true });
+        // Three top bins (15 rows) are too few, so that is the only admissible split.
+        let three: Vec<_> = bins.iter().copied().filter(|&(b, _)| b != 5).collect();
+        let t3 = three.iter().fold(Stats::default(), |acc, &(_, b)| acc.add(b));
+        let mut best = Best::new(&c, t3);
+        numeric(0, three.iter().copied(), HistBin::default(), t3, c.leaf_gain(t3), &c, &mut rng, &mut best);
+        assert!(best.found.is_none());
     }
 
     #[test]
