@@ -88,10 +88,16 @@ fn gpu_device() -> Option<Device> {
     let probe = || {
         let d = Device::wgpu(DeviceKind::DiscreteGpu(0));
         let t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &d);
-        let v = (t.clone() + t).try_into_data().ok()?.to_vec::<f32>().ok()?;
+        let v = (t.clone() + t).try_into_data().ok()?.try_to_vec::<f32>().ok()?;
         (v == [2.0, 4.0]).then_some(d)
     };
-    match std::panic::catch_unwind(probe) {
+    // The probe's panics (on burn's device thread too) are the expected answer on a machine
+    // without a GPU: log them quietly instead of printing panic messages and backtraces.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| tracing::debug!("mlp: GPU probe: {info}")));
+    let found = std::panic::catch_unwind(probe);
+    std::panic::set_hook(hook);
+    match found {
         Ok(d) => d,
         Err(_) => {
             tracing::info!("mlp: no usable GPU adapter; training on the CPU");
