@@ -512,24 +512,14 @@ fn categorical(
     // `h` ends with the missing bin; the value bins decide between one-vs-rest and a scan.
     // Row counts as in `numeric`: each category's count is rounded on its own, and the other
     // side holds the node's rows minus the counts summed on this side.
-    let n = i64::from(total.n);
     if h.len() - 1 <= rules.max_cat_to_onehot {
         for (b, &bin) in h.iter().enumerate() {
             if bin.n == 0 {
                 continue;
             }
             let left = Stats::default().add(bin);
-            let left_n = best.rounded(bin.h);
-            let right = total.sub(left);
-            if left_n < best.min_n
-                || n - left_n < best.min_n
-                || left.h < cfg.min_child_weight
-                || right.h < cfg.min_child_weight
-            {
-                continue;
-            }
-            let gain = cfg.leaf_gain(left) + cfg.leaf_gain(right) - parent;
-            if gain > best.gain {
+            // Not a scan: a category whose rest is too small does not stop the others.
+            if let Step::Gain(gain) = best.step(cfg, parent, total, left, best.rounded(bin.h)) {
                 let bits = bits_of(&mut std::iter::once(b));
                 best.set(f, gain, SplitKind::Categorical { bits }, total, left);
             }
@@ -560,7 +550,7 @@ fn categorical(
             if left_n < best.min_n || left.h < cfg.min_child_weight {
                 continue;
             }
-            let right_n = n - left_n;
+            let right_n = i64::from(total.n) - left_n;
             let right = total.sub(left);
             if right_n < best.min_n || right_n < rules.min_data_per_group || right.h < cfg.min_child_weight {
                 break;
