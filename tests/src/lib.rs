@@ -16,7 +16,10 @@ pub fn example(path: &str) -> PathBuf {
 }
 
 /// The `quarry` binary built with the same profile as this test. `cargo test` does not build
-/// another package's binaries, so the first call builds it (`QUARRY_BIN` overrides).
+/// another package's binaries, so the first call builds it (`QUARRY_BIN` overrides). It builds
+/// the whole workspace's binaries and tests, the selection `cargo test --workspace` compiles:
+/// features are unified over the selected packages, so `-p quarry-cli` alone would compile
+/// arrow, parquet, burn and tonic a second time with other features (minutes on 2 cores).
 pub fn quarry_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -29,7 +32,7 @@ pub fn quarry_bin() -> &'static Path {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "quarry-cli", "--bin", "quarry"]).current_dir(repo_root());
+        cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"]).current_dir(repo_root());
         if release {
             cmd.arg("--release");
         }
@@ -37,7 +40,7 @@ pub fn quarry_bin() -> &'static Path {
             cmd.env("CARGO_TARGET_DIR", target_dir);
         }
         let status = cmd.status().unwrap_or_else(|e| panic!("running cargo build: {e}"));
-        assert!(status.success(), "cargo build -p quarry-cli failed");
+        assert!(status.success(), "cargo build --workspace --bins --tests failed");
         profile_dir.join("quarry")
     })
 }
