@@ -37,7 +37,7 @@ pub(super) async fn run_task(shared: &Arc<Shared>, task: pb::Task) -> Result<(),
         Some(pb::task::Kind::Trial(t)) => run_trial(shared, &data, &task.job_id, token, t).await?,
         Some(pb::task::Kind::Finalize(f)) => run_finalize(shared, &data, &task, f).await?,
     };
-    retry_result(shared, |c, worker_id| {
+    let ack = retry_result(shared, |c, worker_id| {
         let req = pb::CompleteRequest {
             worker_id,
             fencing_token: token,
@@ -49,6 +49,8 @@ pub(super) async fn run_task(shared: &Arc<Shared>, task: pb::Task) -> Result<(),
         async move { c.clone().complete(req).await.map(|r| r.into_inner()) }
     })
     .await?;
+    // The fault campaign (bench/chaos.py) checks every acknowledged result against the log.
+    tracing::info!(job = %task.job_id, token, accepted = ack.accepted, "result acknowledged");
     Ok(())
 }
 
