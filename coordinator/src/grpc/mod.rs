@@ -87,6 +87,7 @@ fn status_of(e: StateError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         StateError::StaleLease(_) => Status::failed_precondition(e.to_string()),
+        StateError::NotLeaseOwner { .. } => Status::permission_denied(e.to_string()),
         StateError::Job { .. } => Status::failed_precondition(e.to_string()),
     }
 }
