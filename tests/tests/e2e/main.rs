@@ -14,4 +14,6 @@ mod memory;
 mod onnx_parity;
 mod security;
 mod serving;
+mod slowloris;
 mod tls;
+mod worker_auth;
