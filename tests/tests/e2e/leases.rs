@@ -30,10 +30,10 @@ fn a_dropped_result_does_not_stop_its_job() {
     let (_server, url) = serve_store(tmp.path(), &["--lease-ttl", "2s"]);
     let _worker = worker_with_env(&url, tmp.path(), 0, &[], &[("QUARRY_FAULT_INJECT", "drop@trial=2")]);
     let job =
-        submit(&url, &example("cars/train.csv"), "Miles_per_Gallon", &["--max-trials", "6", "--seed", "3"]);
+        submit(&url, &example("cars/train.csv"), "Miles_per_Gallon", &["--max-trials", "4", "--seed", "3"]);
     wait_for(&url, &job, Duration::from_secs(300), |s, _| s == "completed");
     let board = download(&url, &job, &tmp.path().join("run"));
-    assert_eq!(trial_ids(&board), (1..=6).collect::<Vec<_>>());
+    assert_eq!(trial_ids(&board), (1..=4).collect::<Vec<_>>());
     let dropped = row(&board, 2);
     assert_eq!(dropped["status"].as_str().map(str::to_lowercase).as_deref(), Some("failed"), "{dropped}");
     let reason = dropped["failure_reason"].as_str().unwrap_or_default();
