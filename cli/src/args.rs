@@ -99,9 +99,22 @@ pub struct ServeArgs {
     /// Shared secret every client and worker must send (`--token` on their side).
     #[arg(long, value_name = "SECRET")]
     pub token: Option<String>,
+    /// The token workers present (as their --token) instead of --token: a client's token then
+    /// cannot run the worker service (lease tasks, post results), nor a worker's the client one.
+    #[arg(long, value_name = "SECRET")]
+    pub worker_token: Option<String>,
     /// A lease not renewed for this long expires and its task is retried elsewhere.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub lease_ttl: Duration,
+    /// Connections open at once on each listener (gRPC, HTTP); more wait in the backlog.
+    #[arg(long, value_name = "N", default_value_t = quarry_coordinator::conn::DEFAULT_CONN_LIMITS.max_connections)]
+    pub max_connections: usize,
+    /// A connection that moves no byte for this long is closed (gRPC and HTTP).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// An HTTP request's headers must arrive within this long.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
     /// TLS for both the gRPC and the HTTP listener.
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,

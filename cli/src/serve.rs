@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use quarry_coordinator::blobs::BlobStore;
-use quarry_coordinator::grpc::{Auth, Server, serve_tls};
+use quarry_coordinator::conn::ConnLimits;
+use quarry_coordinator::grpc::{Auth, Server, serve_limited};
 use quarry_coordinator::http::{self, HttpConfig};
 use quarry_coordinator::redis_log::RedisLog;
 use quarry_coordinator::{EventLog, FileLog};
@@ -41,6 +42,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             None => Box::new(FileLog::open(&store.join("events.log"))?),
         };
         let server = Server::start(log, blobs, args.lease_ttl)?;
+        let limits = ConnLimits {
+            max_connections: args.max_connections,
+            idle_timeout: args.idle_timeout,
+            header_timeout: args.header_timeout,
+        };
         server.set_max_upload(args.max_upload);
         let listener = tokio::net::TcpListener::bind(&args.grpc)
             .await
@@ -63,7 +69,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 };
                 let tls = tls.clone();
                 Some(tokio::spawn(async move {
-                    crate::tls::serve_http(listener, router, tls.as_deref(), shutdown).await
+                    crate::tls::serve_http(listener, router, tls.as_deref(), limits, shutdown).await
                 }))
             }
             None => None,
@@ -75,7 +81,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let _ = stop_tx.send(true);
         };
         let grpc_tls = tls.as_deref().map(crate::tls::ServerTls::grpc);
-        serve_tls(server, Auth::new(args.token.as_deref()), listener, grpc_tls, shutdown).await?;
+        let worker_auth = match &args.worker_token {
+            Some(t) => Auth::for_workers(Some(t)),
+            None => Auth::new(args.token.as_deref()),
+        };
+        let client_auth = Auth::new(args.token.as_deref());
+        serve_limited(server, client_auth, worker_auth, listener, grpc_tls, limits, shutdown).await?;
         if let Some(task) = http_task {
             // Open event streams would hold a graceful shutdown forever; give them a moment.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;

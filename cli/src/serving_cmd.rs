@@ -96,7 +96,8 @@ pub fn serve_model(args: ServeModelArgs) -> Result<()> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        crate::tls::serve_http(listener, router, tls.as_ref(), shutdown).await?;
+        let conns = quarry_coordinator::conn::ConnLimits::default();
+        crate::tls::serve_http(listener, router, tls.as_ref(), conns, shutdown).await?;
         Ok(())
     })
 }

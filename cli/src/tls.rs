@@ -3,18 +3,19 @@
 //! once, before anything listens or connects, so a bad file is an error naming it (exit 2)
 //! rather than a failed handshake later. Plain text stays the default.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use quarry_coordinator::conn::{ConnLimits, IdleTimeout, limited_incoming};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// A client that connects but never finishes its handshake must not hold a task forever.
@@ -110,84 +111,114 @@ pub fn client_tls(url: &str, ca: Option<&Path>) -> Result<Option<ClientTlsConfig
     }
 }
 
-/// Accepts TCP connections and runs their TLS handshakes concurrently (a slow client delays
-/// only itself); `axum::serve` takes the finished streams.
-pub struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Must be called inside a tokio runtime (it spawns the accept loop).
-    pub fn new(tcp: TcpListener, tls: &ServerTls) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(tls.rustls.clone());
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            while !tx.is_closed() {
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait instead of spinning.
-                        tracing::warn!("accepting a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+/// Runs the TLS handshakes of accepted connections concurrently (a slow client delays only
+/// itself, and no handshake outlives [`HANDSHAKE_TIMEOUT`]); the finished streams come out.
+fn tls_streams<S>(
+    mut incoming: S,
+    tls: &ServerTls,
+) -> tokio::sync::mpsc::Receiver<TlsStream<IdleTimeout<TcpStream>>>
+where
+    S: Stream<Item = std::io::Result<IdleTimeout<TcpStream>>> + Unpin + Send + 'static,
+{
+    let acceptor = TlsAcceptor::from(tls.rustls.clone());
+    let (tx, ready) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(stream) = incoming.next().await {
+            let Ok(stream) = stream else { continue };
+            let (acceptor, ready_tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = ready_tx.send(tls).await;
                     }
-                };
-                // Small JSON answers and SSE events must not wait for Nagle's algorithm.
-                let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
+                    Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                break;
             }
-        });
-        Ok(TlsListener { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept loop only ends when this receiver is gone.
-            None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
+    });
+    ready
 }
 
-/// Serves `router` on `listener`, over TLS when `tls` is given, until `shutdown` resolves.
+/// Serves `router` on `listener`, over TLS when `tls` is given, until `shutdown` resolves,
+/// under `limits`: a bounded number of connections, each closed when idle, and HTTP/1 headers
+/// read within the header timeout. (`axum::serve` gives hyper no timer, so hyper's header
+/// timeout never fires there: a client sending half a header held its connection for ever.)
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<&ServerTls>,
+    limits: ConnLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
+    // Small JSON answers and SSE events must not wait for Nagle's algorithm: `limited_incoming`
+    // turns it off on every socket.
+    let incoming = limited_incoming(listener, limits);
     match tls {
         Some(tls) => {
-            axum::serve(TlsListener::new(listener, tls)?, router).with_graceful_shutdown(shutdown).await
+            let streams = tokio_stream::wrappers::ReceiverStream::new(tls_streams(incoming, tls));
+            serve_connections(streams, router, limits, shutdown).await
         }
-        None => {
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router).with_graceful_shutdown(shutdown).await
-        }
+        None => serve_connections(incoming.filter_map(Result::ok), router, limits, shutdown).await,
     }
+}
+
+/// Serves each connection `streams` yields on its own task (HTTP/1 or HTTP/2); on `shutdown`,
+/// stops accepting, lets the open connections finish their requests and returns.
+async fn serve_connections<S, Io>(
+    mut streams: S,
+    router: axum::Router,
+    limits: ConnLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    S: Stream<Item = Io> + Unpin,
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.idle_timeout / 3);
+    let builder = Arc::new(builder);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            () = &mut shutdown => break,
+            io = streams.next() => match io {
+                Some(io) => io,
+                None => break,
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let (builder, mut stop) = (builder.clone(), stop_rx.clone());
+        connections.spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("http connection: {e}");
+                    }
+                }
+                // Only `true` is ever sent: any change means stop.
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 #[cfg(test)]

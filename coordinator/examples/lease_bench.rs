@@ -70,7 +70,12 @@ async fn job(ch: &Channel, trials: u64) -> String {
     let mut w = worker_client(ch);
     let wid = register(&mut w).await;
     let t = w
-        .lease(pb::LeaseRequest { worker_id: wid.clone(), max_tasks: 1, wait_ms: 1000 })
+        .lease(pb::LeaseRequest {
+            worker_id: wid.clone(),
+            max_tasks: 1,
+            wait_ms: 1000,
+            running_tokens: vec![],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -111,6 +116,7 @@ async fn register(w: &mut WorkerServiceClient<Channel>) -> String {
         name: "bench".into(),
         cores: 1,
         slots: 1,
+        names_running_leases: true,
         ..Default::default()
     };
     w.register(info).await.unwrap().into_inner().worker_id
@@ -123,7 +129,7 @@ async fn worker(ch: Channel, done: Arc<AtomicU64>, piggyback: bool) {
     let mut w = worker_client(&ch);
     let wid = register(&mut w).await;
     let lease = |mut w: WorkerServiceClient<Channel>, wid: String| async move {
-        w.lease(pb::LeaseRequest { worker_id: wid, max_tasks: 1, wait_ms: 300 })
+        w.lease(pb::LeaseRequest { worker_id: wid, max_tasks: 1, wait_ms: 300, running_tokens: vec![] })
             .await
             .unwrap()
             .into_inner()

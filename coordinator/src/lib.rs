@@ -5,6 +5,7 @@
 //! [`TrialSpec`] into a [`TrialOutcome`] (in-process today; over `quarry.v1` gRPC later).
 
 pub mod blobs;
+pub mod conn;
 mod driver;
 pub mod grpc;
 pub mod http;

@@ -181,10 +181,11 @@ pub(super) fn task_to_pb(t: LeasedTask) -> pb::Task {
     use pb::task::Kind;
     let kind = match t.kind {
         LeasedKind::Prepare => Kind::Prepare(pb::PrepareTask {}),
-        LeasedKind::Trial { spec, shape, deadline_ms } => Kind::Trial(pb::TrialTask {
+        LeasedKind::Trial { spec, shape, deadline_ms, remaining_ms } => Kind::Trial(pb::TrialTask {
             trial: Some(pb::TrialSpec::from(&spec)),
             shape: Some(shape_to_pb(&shape)),
             deadline_unix_ms: deadline_ms,
+            deadline_remaining_ms: remaining_ms,
         }),
         LeasedKind::Finalize(f) => Kind::Finalize(pb::FinalizeTask {
             leaderboard: Some(pb::Leaderboard {
@@ -203,6 +204,7 @@ pub(super) fn task_to_pb(t: LeasedTask) -> pb::Task {
             shape: Some(shape_to_pb(&f.shape)),
             deadline_unix_ms: f.deadline_ms,
             elapsed_seconds: f.elapsed_seconds,
+            deadline_remaining_ms: f.remaining_ms,
         }),
     };
     pb::Task {

@@ -87,6 +87,7 @@ fn status_of(e: StateError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         StateError::StaleLease(_) => Status::failed_precondition(e.to_string()),
+        StateError::NotLeaseOwner { .. } => Status::permission_denied(e.to_string()),
         StateError::Job { .. } => Status::failed_precondition(e.to_string()),
     }
 }
@@ -408,8 +409,30 @@ pub async fn serve_tls(
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let a1 = auth.clone();
-    let a2 = auth;
+    let limits = crate::conn::ConnLimits::default();
+    serve_limited(server, auth.clone(), auth, listener, tls, limits, shutdown).await
+}
+
+/// Requests one connection may run at once.
+const STREAMS_PER_CONNECTION: u32 = 256;
+
+/// [`serve_tls`] under `limits`: at most `max_connections` connections, each closed when idle
+/// (no byte either way, HTTP/2 pings included) for `idle_timeout`; HTTP/2 keep-alive pings
+/// find dead peers, and one connection runs at most 256 requests at once.
+///
+/// `auth` guards the client service, `worker_auth` the worker service (the same check unless
+/// workers have their own token).
+pub async fn serve_limited(
+    server: Server,
+    auth: Auth,
+    worker_auth: Auth,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    limits: crate::conn::ConnLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let a1 = auth;
+    let a2 = worker_auth;
     // Limits set explicitly (tonic's default is 4 MiB): a finalize task carries the leaderboard.
     let max = quarry_proto::MAX_MESSAGE_BYTES;
     let quarry = tonic::service::interceptor::InterceptedService::new(
@@ -424,11 +447,18 @@ pub async fn serve_tls(
             .max_encoding_message_size(max),
         move |r| a2.check(r),
     );
-    // The builder's `tcp_nodelay` only reaches sockets tonic accepts itself; accepted from our own
-    // listener they kept Nagle on, and every small reply waited for the client's delayed ACK
-    // (~40 ms per round trip).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
+    // Sockets from our own listener: `limited_incoming` turns Nagle off on each (the builder's
+    // `tcp_nodelay` only reaches sockets tonic accepts itself; with Nagle on every small reply
+    // waited for the client's delayed ACK, ~40 ms per round trip).
+    let incoming = crate::conn::limited_incoming(listener, limits);
+    // Pings at a third of the idle time keep a live peer's quiet connection open (they move
+    // bytes) and find a dead one.
+    let ping = (limits.idle_timeout / 3).max(Duration::from_secs(1));
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(ping))
+        .http2_keepalive_timeout(Some(ping))
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }

@@ -39,6 +39,13 @@ impl pb::worker_service_server::WorkerService for Server {
                 info.name, info.protocol_version, PROTOCOL_VERSION
             )));
         }
+        if !info.names_running_leases {
+            return Err(Status::failed_precondition(format!(
+                "worker {:?} does not name the leases it runs in its heartbeats (an older quarry release); \
+                 this coordinator renews only named leases, so its tasks would expire under it: upgrade the worker",
+                info.name
+            )));
+        }
         let slots = info.slots.max(1);
         let worker = self.mutate(|c, now| Ok(c.register(&info.name, info.gpus, slots, now))).await?;
         tracing::info!(%worker, name = %info.name, cores = info.cores, gpus = info.gpus, slots, "worker registered");
@@ -48,8 +55,9 @@ impl pb::worker_service_server::WorkerService for Server {
 
     async fn lease(&self, request: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
         let req = request.into_inner();
+        // Renews the leases the worker still runs; the rest expire (see `Coordinator::heartbeat`).
+        self.lock().heartbeat(&req.worker_id, &req.running_tokens, Now::system()).map_err(status_of)?;
         if req.max_tasks == 0 {
-            self.lock().heartbeat(&req.worker_id, Now::system()).map_err(status_of)?;
             return Ok(Response::new(pb::LeaseResponse { task: None }));
         }
         let wait = Duration::from_millis(req.wait_ms as u64).min(MAX_LEASE_WAIT);
@@ -76,8 +84,9 @@ impl pb::worker_service_server::WorkerService for Server {
         let r = request.into_inner();
         let mut c = self.lock();
         let now = Now::system();
-        // Known workers also renew their other leases; an unknown one only this lease.
-        let _ = c.heartbeat(&r.worker_id, now);
+        c.check_owner(r.fencing_token, &r.worker_id).map_err(status_of)?;
+        // The worker is live; only this lease is renewed (by `progress`).
+        let _ = c.heartbeat(&r.worker_id, &[], now);
         let stop = c.progress(r.fencing_token, r.resource, r.loss, now);
         if let Some(l) = c.lease(r.fencing_token)
             && let crate::state::TaskKey::Trial(t) = l.task
@@ -115,6 +124,7 @@ impl pb::worker_service_server::WorkerService for Server {
         let token = r.fencing_token;
         let (worker, lease_next) = (r.worker_id, r.lease_next);
         let done = self.mutate(move |c, now| {
+            c.check_owner(token, &worker)?;
             c.complete(token, result, artifacts, now)?;
             // The result is in either way; no next task (unknown worker, nothing ready) is not an error.
             Ok(if lease_next { c.lease_task(&worker, now).ok().flatten() } else { None })
@@ -128,7 +138,13 @@ impl pb::worker_service_server::WorkerService for Server {
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let r = request.into_inner();
         tracing::warn!(worker = %r.worker_id, token = r.fencing_token, reason = %r.reason, "task failed on a worker");
-        stale_answer(self.mutate(move |c, now| c.fail(r.fencing_token, &r.reason, now).map(|()| None)).await)
+        stale_answer(
+            self.mutate(move |c, now| {
+                c.check_owner(r.fencing_token, &r.worker_id)?;
+                c.fail(r.fencing_token, &r.reason, now).map(|()| None)
+            })
+            .await,
+        )
     }
 
     type FetchDatasetStream = ChunkStream;

@@ -26,7 +26,8 @@ pub fn protect(router: Router, config: &HttpConfig) -> Router {
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let router = router
         .layer(middleware::from_fn(move |req: Request, next: Next| check_length(max, req, next)))
-        .layer(DefaultBodyLimit::max(limit));
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(check_same_origin));
     match config.token.as_deref().filter(|t| !t.is_empty()) {
         None => router,
         Some(token) => {
@@ -38,6 +39,44 @@ pub fn protect(router: Router, config: &HttpConfig) -> Router {
                 }))
                 .merge(Router::new().route("/login", post(move |form| login(t2.clone(), form))))
         }
+    }
+}
+
+/// A request that changes something (any method but GET, HEAD, OPTIONS) sent by a page of
+/// another site is refused (403): browsers say so in `Sec-Fetch-Site`, older ones in an
+/// `Origin` that differs from `Host`. Without `--token` nothing else stops a page elsewhere from
+/// posting a job or a cancel to this server through the user's browser (CSRF). Clients that
+/// are not browsers send neither header and pass.
+async fn check_same_origin(req: Request, next: Next) -> Response {
+    if cross_site(req.method(), req.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({
+                "error": "cross-site request refused: changes are accepted only from this server's own pages"
+            })),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn cross_site(method: &axum::http::Method, headers: &HeaderMap) -> bool {
+    use axum::http::Method;
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => {
+            let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            !authority.eq_ignore_ascii_case(host)
+        }
+        // `Origin: null` (sandboxed frames, file pages) and an Origin without a Host.
+        (Some(_), None) => true,
+        (None, _) => false,
     }
 }
 
@@ -188,5 +227,27 @@ mod tests {
         assert_eq!(query_token(Some("x=1&token=a%20b%2")).as_deref(), Some("a b%2"));
         assert_eq!(query_token(Some("x=1")), None);
         assert!(matches("abc", "abc") && !matches("abd", "abc") && !matches("ab", "abc"));
+    }
+
+    #[test]
+    fn changes_from_other_sites_are_refused() {
+        use axum::http::Method;
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let host = ("host", "127.0.0.1:8080");
+        assert!(cross_site(&Method::POST, &headers(&[host, ("sec-fetch-site", "cross-site")])));
+        assert!(cross_site(&Method::POST, &headers(&[host, ("sec-fetch-site", "same-site")])));
+        assert!(cross_site(&Method::DELETE, &headers(&[host, ("origin", "https://evil.example")])));
+        assert!(cross_site(&Method::POST, &headers(&[host, ("origin", "null")])));
+        assert!(!cross_site(&Method::POST, &headers(&[host, ("sec-fetch-site", "same-origin")])));
+        assert!(!cross_site(&Method::POST, &headers(&[host, ("origin", "http://127.0.0.1:8080")])));
+        // Not a browser (curl, the CLI), or only reading.
+        assert!(!cross_site(&Method::POST, &headers(&[host])));
+        assert!(!cross_site(&Method::GET, &headers(&[host, ("sec-fetch-site", "cross-site")])));
     }
 }

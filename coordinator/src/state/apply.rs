@@ -1,6 +1,7 @@
 //! Applying an event: the only code that changes state, live and in replay.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use quarry_search::{TrialId, TrialOutcome, TrialStatus};
 
@@ -14,8 +15,9 @@ impl Coordinator {
     pub fn apply(&mut self, e: &Event, now: Now, replaying: bool) {
         match e {
             Event::WorkerRegistered { worker, name, gpus, slots } => {
-                self.workers
-                    .insert(worker.clone(), WorkerRecord { name: name.clone(), gpus: *gpus, slots: *slots });
+                let record =
+                    WorkerRecord { name: name.clone(), gpus: *gpus, slots: *slots, last_seen: now.instant };
+                self.workers.insert(worker.clone(), record);
             }
             Event::JobCreated { job, spec, at_ms } => {
                 let mut queue = VecDeque::new();
@@ -54,17 +56,21 @@ impl Coordinator {
                         j.state = JobState::Running;
                     }
                 }
-                self.leases.insert(
-                    *token,
-                    Lease {
-                        token: *token,
-                        job: job.clone(),
-                        task: *task,
-                        worker: worker.clone(),
-                        attempt: *attempt,
-                        deadline_ms: now.unix_ms + self.lease_ttl_ms,
-                    },
-                );
+                if let TaskKey::Trial(t) = task {
+                    self.gpu_waiting.remove(&(job.clone(), *t));
+                }
+                let ends_by = self.lease_ends_by(job, now);
+                let mut lease = Lease {
+                    token: *token,
+                    job: job.clone(),
+                    task: *task,
+                    worker: worker.clone(),
+                    attempt: *attempt,
+                    expires: now.instant,
+                    ends_by,
+                };
+                lease.expires = lease.renewed(now.instant, Duration::from_millis(self.lease_ttl_ms));
+                self.leases.insert(*token, lease);
             }
             Event::Released { token, reason, at_ms, .. } => {
                 let Some(lease) = self.leases.remove(token) else { return };

@@ -1,5 +1,7 @@
 //! Live operations: each checks, emits events and applies them (replay never decides).
 
+use std::time::Duration;
+
 use quarry_search::{Decision, TrialId, TrialStatus};
 
 use super::{
@@ -49,14 +51,17 @@ impl Coordinator {
         Ok(job)
     }
 
-    /// Any call from a worker renews its leases.
-    pub fn heartbeat(&mut self, worker: &str, now: Now) -> Result<(), StateError> {
-        if !self.workers.contains_key(worker) {
-            return Err(StateError::UnknownWorker(worker.to_string()));
-        }
-        let deadline = now.unix_ms + self.lease_ttl_ms;
-        for l in self.leases.values_mut().filter(|l| l.worker == worker) {
-            l.deadline_ms = deadline;
+    /// A worker's heartbeat: it is live, and the leases it names (`running`: the tasks it still
+    /// runs) are renewed. Its other leases are not: a task the worker gave up on expires after
+    /// one TTL even while the worker keeps calling. Tokens it does not hold are ignored.
+    pub fn heartbeat(&mut self, worker: &str, running: &[u64], now: Now) -> Result<(), StateError> {
+        let w = self.workers.get_mut(worker).ok_or_else(|| StateError::UnknownWorker(worker.to_string()))?;
+        w.last_seen = now.instant;
+        let ttl = Duration::from_millis(self.lease_ttl_ms);
+        for token in running {
+            if let Some(l) = self.leases.get_mut(token).filter(|l| l.worker == worker) {
+                l.expires = l.renewed(now.instant, ttl);
+            }
         }
         Ok(())
     }
@@ -66,13 +71,17 @@ impl Coordinator {
         let mut expired: Vec<(u64, String)> = self
             .leases
             .values()
-            .filter(|l| l.deadline_ms < now.unix_ms)
+            .filter(|l| l.expires <= now.instant)
             .map(|l| (l.token, l.worker.clone()))
             .collect();
         expired.sort_unstable();
         for (token, worker) in &expired {
             let Some(job) = self.leases.get(token).map(|l| l.job.clone()) else { continue };
-            let reason = format!("lease expired (worker {worker} silent for {} ms)", self.lease_ttl_ms);
+            let reason = format!(
+                "lease expired (worker {worker} did not renew it within {} ms, or the job's deadline + {} s passed)",
+                self.lease_ttl_ms,
+                super::LEASE_GRACE.as_secs()
+            );
             self.emit(Event::Released { token: *token, job: job.clone(), reason, at_ms: now.unix_ms }, now);
             self.advance(&job, now);
         }
@@ -84,10 +93,10 @@ impl Coordinator {
     /// budget starts then too, so twenty jobs submitted to four workers queue instead of
     /// each spending its budget waiting for a share of the workers.
     pub fn lease_task(&mut self, worker: &str, now: Now) -> Result<Option<LeasedTask>, StateError> {
-        self.heartbeat(worker, now)?;
-        // A CPU worker may take GPU-wanting trials when the cluster has no GPU worker at all.
+        self.heartbeat(worker, &[], now)?;
+        // A CPU worker may take GPU-wanting trials when no GPU worker is live.
         let gpu = self.workers.get(worker).is_some_and(|w| w.gpus > 0)
-            || !self.workers.values().any(|w| w.gpus > 0);
+            || !self.workers.values().any(|w| w.gpus > 0 && self.is_live(w, now));
         let n = self.order.len();
         let running = |c: &Coordinator, idx: usize| {
             c.jobs.get(&c.order[idx]).is_some_and(|j| j.state == JobState::Running)
@@ -134,18 +143,31 @@ impl Coordinator {
         if j.state.is_final() {
             return None;
         }
+        let for_gpu =
+            |t: u64| j.driver.as_ref().and_then(|d| d.spec(TrialId(t))).is_some_and(|s| wants_gpu(&s.family));
+        // A GPU trial that waited long enough for a GPU worker goes to anyone.
+        let waited = |t: u64| {
+            self.gpu_waiting.get(&(id.to_string(), t)).is_some_and(|since| {
+                now.instant.saturating_duration_since(*since) >= super::GPU_FALLBACK_WAIT
+            })
+        };
         let fits = |key: &TaskKey| match key {
-            TaskKey::Trial(t) => {
-                gpu || !j
-                    .driver
-                    .as_ref()
-                    .and_then(|d| d.spec(TrialId(*t)))
-                    .is_some_and(|s| wants_gpu(&s.family))
-            }
+            TaskKey::Trial(t) => gpu || !for_gpu(*t) || waited(*t),
             _ => true,
         };
         if let Some((key, _)) = j.queue.iter().find(|(k, _)| fits(k)) {
             return Some(*key);
+        }
+        let passed_over: Vec<u64> = j
+            .queue
+            .iter()
+            .filter_map(|(k, _)| match k {
+                TaskKey::Trial(t) if !gpu => Some(*t),
+                _ => None,
+            })
+            .collect();
+        for t in passed_over {
+            self.gpu_waiting.entry((id.to_string(), t)).or_insert(now.instant);
         }
         let search_deadline = j.deadline_ms().map(|d| now.instant_at(d.saturating_sub(j.reserve_ms())));
         let d = self.jobs.get_mut(id)?.driver.as_mut()?;
@@ -156,6 +178,9 @@ impl Coordinator {
             Next::Trial(spec) => {
                 let wants = wants_gpu(&spec.family);
                 self.emit(Event::TrialIssued { job: id.to_string(), trial: spec.id.0 }, now);
+                if !gpu && wants {
+                    self.gpu_waiting.entry((id.to_string(), spec.id.0)).or_insert(now.instant);
+                }
                 (gpu || !wants).then_some(TaskKey::Trial(spec.id.0))
             }
             Next::Wait => None,
@@ -174,17 +199,22 @@ impl Coordinator {
         let j = self.jobs.get(&lease.job)?;
         let kind = match lease.task {
             TaskKey::Prepare => LeasedKind::Prepare,
-            TaskKey::Trial(t) => LeasedKind::Trial {
-                spec: j.driver.as_ref()?.spec(TrialId(t))?.clone(),
-                shape: j.shape.clone().unwrap_or_default(),
-                deadline_ms: j.deadline_ms().map(|d| d.saturating_sub(j.reserve_ms())),
-            },
+            TaskKey::Trial(t) => {
+                let deadline_ms = j.deadline_ms().map(|d| d.saturating_sub(j.reserve_ms()));
+                LeasedKind::Trial {
+                    spec: j.driver.as_ref()?.spec(TrialId(t))?.clone(),
+                    shape: j.shape.clone().unwrap_or_default(),
+                    deadline_ms,
+                    remaining_ms: deadline_ms.map(|d| d.saturating_sub(now.unix_ms)),
+                }
+            }
             TaskKey::Finalize => LeasedKind::Finalize(FinalizeInput {
                 leaderboard: j.leaderboard(),
                 kept: j.keep.kept(),
                 prepare_artifacts: j.prepare_artifacts.clone(),
                 shape: j.shape.clone().unwrap_or_default(),
                 deadline_ms: j.deadline_ms(),
+                remaining_ms: j.deadline_ms().map(|d| d.saturating_sub(now.unix_ms)),
                 elapsed_seconds: now.unix_ms.saturating_sub(j.started_ms.unwrap_or(j.created_ms)) as f64
                     / 1000.0,
             }),
@@ -194,10 +224,22 @@ impl Coordinator {
 
     /// A running lease, renewed; `StaleLease` when it no longer exists.
     fn live_lease(&mut self, token: u64, now: Now) -> Result<Lease, StateError> {
-        let ttl = self.lease_ttl_ms;
+        let ttl = Duration::from_millis(self.lease_ttl_ms);
         let l = self.leases.get_mut(&token).ok_or(StateError::StaleLease(token))?;
-        l.deadline_ms = now.unix_ms + ttl;
+        l.expires = l.renewed(now.instant, ttl);
         Ok(l.clone())
+    }
+
+    /// Whether `worker` holds lease `token` (a lease that no longer exists passes: the call
+    /// that follows answers it as stale). Results, failures and progress must come from the
+    /// lease's holder.
+    pub fn check_owner(&self, token: u64, worker: &str) -> Result<(), StateError> {
+        match self.leases.get(&token) {
+            Some(l) if l.worker != worker => {
+                Err(StateError::NotLeaseOwner { token, worker: worker.to_string() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Per-round progress of a trial: `true` means stop.

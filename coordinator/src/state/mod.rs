@@ -27,6 +27,12 @@ use crate::keep::KeepSet;
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 /// Tries per task (the first included) before a trial is recorded failed / a job fails.
 pub const MAX_ATTEMPTS: u32 = 3;
+/// No lease of a budgeted job is renewed past the job's deadline + this: a worker that keeps
+/// heartbeating a task it will never finish cannot hold its job open.
+pub const LEASE_GRACE: Duration = Duration::from_secs(60);
+/// A trial of a GPU family waits this long for a GPU worker while one is live; then a CPU
+/// worker may take it (the MLP trains on the CPU too).
+pub const GPU_FALLBACK_WAIT: Duration = Duration::from_secs(30);
 
 /// The time, passed in: wall-clock milliseconds (logged, sent to workers) and a monotonic
 /// instant (for the search driver).
@@ -125,6 +131,9 @@ pub struct Coordinator {
     rr: usize,
     leases: HashMap<u64, Lease>,
     workers: HashMap<String, WorkerRecord>,
+    /// GPU-family trials a CPU worker passed over, and when it first did (live-only): the
+    /// start of their bounded wait for a GPU worker.
+    gpu_waiting: HashMap<(String, u64), Instant>,
     next_token: u64,
     lease_ttl_ms: u64,
     /// Applied but not yet handed to the log.
@@ -143,9 +152,10 @@ impl std::fmt::Debug for Coordinator {
     }
 }
 
-/// Families that run faster on a GPU worker. They go only to GPU workers while one is
-/// registered, and to any worker otherwise (the MLP trains on the CPU too): a cluster of CPU
-/// workers must not strand them (the e2e restart test hung on an MLP trial nobody could take).
+/// Families that run faster on a GPU worker. They go only to GPU workers while one is live
+/// (seen within the lease TTL), to any worker otherwise, and to any worker once they waited
+/// [`GPU_FALLBACK_WAIT`] (the MLP trains on the CPU too): a cluster whose GPU worker left must
+/// not strand them (the e2e restart test hung on an MLP trial nobody could take).
 fn wants_gpu(family: &str) -> bool {
     family == "mlp"
 }
@@ -167,6 +177,7 @@ impl Coordinator {
             rr: 0,
             leases: HashMap::new(),
             workers: HashMap::new(),
+            gpu_waiting: HashMap::new(),
             next_token: 1,
             lease_ttl_ms: lease_ttl.as_millis() as u64,
             pending: Vec::new(),
@@ -230,6 +241,19 @@ impl Coordinator {
 
     pub fn is_worker(&self, id: &str) -> bool {
         self.workers.contains_key(id)
+    }
+
+    /// Whether a worker called within the lease TTL.
+    pub fn is_live(&self, w: &WorkerRecord, now: Now) -> bool {
+        now.instant.saturating_duration_since(w.last_seen) <= Duration::from_millis(self.lease_ttl_ms)
+    }
+
+    /// The latest a lease of `job` given at `now` may be renewed to: the job's deadline +
+    /// [`LEASE_GRACE`], but at least one TTL (a retry given after the deadline still gets one).
+    fn lease_ends_by(&self, job: &str, now: Now) -> Option<Instant> {
+        let j = self.jobs.get(job)?;
+        let cap = now.instant_at(j.deadline_ms()?) + LEASE_GRACE;
+        Some(cap.max(now.instant + Duration::from_millis(self.lease_ttl_ms)))
     }
 
     /// Every artifact hash still referenced (blobs the store must keep).

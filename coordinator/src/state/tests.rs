@@ -142,6 +142,75 @@ fn gpu_trials_go_to_gpu_workers_when_there_are_any_and_to_cpu_workers_otherwise(
 }
 
 #[test]
+fn a_departed_gpu_worker_strands_no_gpu_trial_and_a_busy_one_only_for_a_bounded_wait() {
+    let now = Now::system();
+    let mut c = Coordinator::new(TTL);
+    let cpu = c.register("cpu", 0, 1, now);
+    let gpu = c.register("gpu", 1, 1, now);
+    c.create_job(spec(40), now).unwrap();
+    let t = c.lease_task(&cpu, now).unwrap().unwrap();
+    let mlp_shape = PreparedShape { families: vec!["mlp".into()], ..shape() };
+    c.complete(t.token, TaskResult::Prepare(mlp_shape), vec![], now).unwrap();
+    // The GPU worker is live: the CPU worker leaves the MLP trial to it.
+    assert!(c.lease_task(&cpu, now).unwrap().is_none());
+    // The GPU worker stays live (it heartbeats) but takes nothing: after the bounded wait the
+    // CPU worker takes the trial.
+    let busy = now.plus_ms(GPU_FALLBACK_WAIT.as_millis() as u64 - 1);
+    c.heartbeat(&gpu, &[], busy).unwrap();
+    assert!(c.lease_task(&cpu, busy).unwrap().is_none());
+    let waited = now.plus_ms(GPU_FALLBACK_WAIT.as_millis() as u64);
+    c.heartbeat(&gpu, &[], waited).unwrap();
+    assert_eq!(trial_of(&c.lease_task(&cpu, waited).unwrap().unwrap()).family, "mlp");
+    // A new MLP trial waits for the live GPU worker again...
+    assert!(c.lease_task(&cpu, waited).unwrap().is_none());
+    // ...until the GPU worker is silent for a TTL: a departed worker counts for nothing.
+    let gone = waited.plus_ms(TTL.as_millis() as u64 + 1);
+    assert_eq!(trial_of(&c.lease_task(&cpu, gone).unwrap().unwrap()).family, "mlp");
+}
+
+#[test]
+fn a_heartbeat_renews_only_the_leases_it_names() {
+    let now = Now::system();
+    let (mut c, w, _, _) = prepared(4, now);
+    let kept = c.lease_task(&w, now).unwrap().unwrap();
+    let dropped = c.lease_task(&w, now).unwrap().unwrap();
+    // Another worker's token named by this worker is ignored.
+    let other = c.register("other", 0, 1, now);
+    let theirs = c.lease_task(&other, now).unwrap().unwrap();
+    let later = now.plus_ms(TTL.as_millis() as u64 - 1);
+    c.heartbeat(&w, &[kept.token, theirs.token], later).unwrap();
+    assert_eq!(c.expire(now.plus_ms(TTL.as_millis() as u64 + 5)), 2);
+    assert!(c.lease(kept.token).is_some());
+    assert!(c.lease(dropped.token).is_none() && c.lease(theirs.token).is_none());
+}
+
+#[test]
+fn no_lease_is_renewed_past_its_jobs_deadline_plus_grace() {
+    let now = Now::system();
+    let mut c = Coordinator::new(TTL);
+    let w = c.register("w", 0, 1, now);
+    let budget = 20_000;
+    c.create_job(JobSpec { budget_ms: Some(budget), max_trials: None, ..spec(0) }, now).unwrap();
+    let t = c.lease_task(&w, now).unwrap().unwrap();
+    c.complete(t.token, TaskResult::Prepare(shape()), vec![], now).unwrap();
+    let task = c.lease_task(&w, now).unwrap().unwrap();
+    // The worker names the lease in every heartbeat, for ever.
+    let end = budget + LEASE_GRACE.as_millis() as u64;
+    let mut at = 0;
+    while at < end {
+        at += 1_000;
+        c.heartbeat(&w, &[task.token], now.plus_ms(at)).unwrap();
+        c.expire(now.plus_ms(at));
+    }
+    assert!(c.lease(task.token).is_none(), "the lease outlived the job's deadline + grace");
+    // Before the cap it held.
+    let (mut c, w, _, _) = prepared(1, now);
+    let task = c.lease_task(&w, now).unwrap().unwrap();
+    c.heartbeat(&w, &[task.token], now.plus_ms(end)).unwrap();
+    assert_eq!(c.expire(now.plus_ms(end + 1)), 0, "a job without a budget has no cap");
+}
+
+#[test]
 fn expired_lease_is_retried_then_recorded_failed_after_the_limit() {
     let now = Now::system();
     let (mut c, w, job, _) = prepared(1, now);
@@ -170,10 +239,10 @@ fn heartbeat_keeps_a_lease_alive() {
     let (mut c, w, _, _) = prepared(1, now);
     let task = c.lease_task(&w, now).unwrap().unwrap();
     let later = now.plus_ms(TTL.as_millis() as u64 - 1);
-    c.heartbeat(&w, later).unwrap();
+    c.heartbeat(&w, &[task.token], later).unwrap();
     assert_eq!(c.expire(now.plus_ms(TTL.as_millis() as u64 + 5)), 0);
     assert!(c.lease(task.token).is_some());
-    assert_eq!(c.heartbeat("nobody", now), Err(StateError::UnknownWorker("nobody".into())));
+    assert_eq!(c.heartbeat("nobody", &[], now), Err(StateError::UnknownWorker("nobody".into())));
 }
 
 #[test]
@@ -272,7 +341,7 @@ fn replay_after_restart_gives_the_same_state() {
     assert_eq!(snapshot(&r, &job), snapshot(&c, &job));
     // In-flight leases got a fresh deadline, and the next token is past every logged one.
     for l in r.leases() {
-        assert_eq!(l.deadline_ms, later.unix_ms + TTL.as_millis() as u64);
+        assert_eq!(l.expires, later.instant + TTL);
     }
     let max_token = c.leases().map(|l| l.token).max().unwrap();
     assert!(r.is_worker("w1"));
@@ -334,4 +403,19 @@ fn cancel_stops_the_job_and_its_leases() {
     assert_eq!(c.job(&job).unwrap().state, JobState::Cancelled);
     assert!(c.lease_task(&w, now).unwrap().is_none());
     assert_eq!(c.fail(t.token, "x", now), Err(StateError::StaleLease(t.token)));
+}
+
+#[test]
+fn only_the_holder_of_a_lease_passes_the_owner_check() {
+    let now = Now::system();
+    let (mut c, w, _, _) = prepared(2, now);
+    let other = c.register("other", 0, 1, now);
+    let t = c.lease_task(&w, now).unwrap().unwrap();
+    assert_eq!(c.check_owner(t.token, &w), Ok(()));
+    assert_eq!(
+        c.check_owner(t.token, &other),
+        Err(StateError::NotLeaseOwner { token: t.token, worker: other.clone() })
+    );
+    // A lease that is gone is answered as stale by the call itself.
+    assert_eq!(c.check_owner(9_999, &other), Ok(()));
 }

@@ -1,5 +1,7 @@
 //! The state's data: what jobs, tasks, leases and events are made of.
 
+use std::time::{Duration, Instant};
+
 use quarry_search::{TrialId, TrialOutcome, TrialSpec};
 use serde::{Deserialize, Serialize};
 
@@ -154,6 +156,8 @@ pub enum StateError {
     UnknownJob(String),
     #[error("lease {0} is stale (expired and re-issued, or its job ended); the result was dropped")]
     StaleLease(u64),
+    #[error("lease {token} belongs to another worker, not {worker}")]
+    NotLeaseOwner { token: u64, worker: String },
     #[error("lease {token} is for a {expected} task, not a {got} result")]
     WrongResult { token: u64, expected: &'static str, got: &'static str },
     #[error("invalid job: {0}")]
@@ -162,6 +166,8 @@ pub enum StateError {
     Job { job: String, message: String },
 }
 
+/// A running task. Its times are live-only (monotonic, never logged): replay gives every open
+/// lease a fresh TTL from the replay's `now`.
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub token: u64,
@@ -169,7 +175,20 @@ pub struct Lease {
     pub task: TaskKey,
     pub worker: String,
     pub attempt: u32,
-    pub deadline_ms: u64,
+    /// Expires unless renewed before then (the worker names it in a heartbeat, reports
+    /// progress on it or completes it).
+    pub expires: Instant,
+    /// No renewal goes past this: the job's deadline + [`super::LEASE_GRACE`] (at least one
+    /// TTL after the lease was given); `None` for a job without a budget.
+    pub ends_by: Option<Instant>,
+}
+
+impl Lease {
+    /// The expiry a renewal at `now` gives.
+    pub(super) fn renewed(&self, now: Instant, ttl: Duration) -> Instant {
+        let wanted = now + ttl;
+        self.ends_by.map_or(wanted, |end| wanted.min(end))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +196,9 @@ pub struct WorkerRecord {
     pub name: String,
     pub gpus: u32,
     pub slots: u32,
+    /// When the worker last called (live-only, not logged: replay counts every worker as seen
+    /// at the replay). Routing counts only workers seen within the lease TTL.
+    pub last_seen: Instant,
 }
 
 /// Everything a worker needs to run a leased task.
@@ -192,7 +214,14 @@ pub struct LeasedTask {
 #[derive(Debug, Clone)]
 pub enum LeasedKind {
     Prepare,
-    Trial { spec: TrialSpec, shape: PreparedShape, deadline_ms: Option<u64> },
+    /// `deadline_ms`: wall-clock; `remaining_ms`: the same deadline as time left now (what a
+    /// worker should use: its clock may differ from ours).
+    Trial {
+        spec: TrialSpec,
+        shape: PreparedShape,
+        deadline_ms: Option<u64>,
+        remaining_ms: Option<u64>,
+    },
     Finalize(FinalizeInput),
 }
 
@@ -203,6 +232,8 @@ pub struct FinalizeInput {
     pub prepare_artifacts: Vec<Artifact>,
     pub shape: PreparedShape,
     pub deadline_ms: Option<u64>,
+    /// `deadline_ms` as milliseconds left now.
+    pub remaining_ms: Option<u64>,
     pub elapsed_seconds: f64,
 }
 

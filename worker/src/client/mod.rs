@@ -12,6 +12,7 @@ pub use blobs::{get_blob, put_blob};
 pub use connection::{Auth, Client, channel, channel_tls};
 pub use job_data::{JobData, prepare_job, prepare_options};
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -124,6 +125,9 @@ struct Shared {
     register_lock: tokio::sync::Mutex<()>,
     jobs: Mutex<Vec<(String, JobCell)>>,
     lease_ttl: Mutex<Duration>,
+    /// Fencing tokens of the tasks the slots run: every lease call names them, and the
+    /// coordinator renews only those.
+    running: Mutex<BTreeSet<u64>>,
     /// One budget for all slots and jobs: concurrent trials must fit together.
     memory: Option<Arc<crate::MemoryBudget>>,
 }
@@ -144,6 +148,7 @@ pub async fn run_worker(config: WorkerConfig) -> Result<(), WorkerError> {
         register_lock: tokio::sync::Mutex::new(()),
         jobs: Mutex::new(Vec::new()),
         lease_ttl: Mutex::new(Duration::from_secs(30)),
+        running: Mutex::new(BTreeSet::new()),
         memory: config.memory_limit.map(|l| Arc::new(crate::MemoryBudget::new(l))),
         config,
     });
@@ -184,6 +189,7 @@ async fn register(shared: &Shared, stale_id: &str) -> Result<String, WorkerError
         gpus: c.gpus,
         tags: c.tags.clone(),
         slots: c.slots as u32,
+        names_running_leases: true,
     };
     let mut backoff = Backoff::new();
     loop {
@@ -213,7 +219,12 @@ async fn heartbeat_loop(shared: Arc<Shared>) -> Result<(), WorkerError> {
         let ttl = shared.lease_ttl.lock().map_or(Duration::from_secs(30), |t| *t);
         tokio::time::sleep((ttl / 3).max(Duration::from_millis(100))).await;
         let id = shared.worker_id.read().await.clone();
-        let req = pb::LeaseRequest { worker_id: id.clone(), max_tasks: 0, wait_ms: 0 };
+        let req = pb::LeaseRequest {
+            worker_id: id.clone(),
+            max_tasks: 0,
+            wait_ms: 0,
+            running_tokens: running(&shared),
+        };
         match shared.client.clone().lease(req).await {
             Ok(_) => {}
             Err(s) if s.code() == Code::NotFound => {
@@ -229,7 +240,12 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> Result<(), WorkerError> 
     let mut backoff = Backoff::new();
     loop {
         let id = shared.worker_id.read().await.clone();
-        let req = pb::LeaseRequest { worker_id: id.clone(), max_tasks: 1, wait_ms: LEASE_WAIT_MS };
+        let req = pb::LeaseRequest {
+            worker_id: id.clone(),
+            max_tasks: 1,
+            wait_ms: LEASE_WAIT_MS,
+            running_tokens: running(&shared),
+        };
         let task = match shared.client.clone().lease(req).await {
             Ok(resp) => {
                 backoff = Backoff::new();
@@ -248,6 +264,8 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> Result<(), WorkerError> 
         };
         let Some(task) = task else { continue };
         let token = task.fencing_token;
+        // Named in heartbeats until the task's result is in or given up on.
+        let _running = Running::new(&shared, token);
         let job_id = task.job_id.clone();
         tracing::info!(slot, job = %job_id, token, attempt = task.attempt, "leased a task");
         match run_task(&shared, task).await {
@@ -261,6 +279,34 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> Result<(), WorkerError> 
                 })
                 .await;
             }
+        }
+    }
+}
+
+/// The tokens of the running tasks.
+fn running(shared: &Shared) -> Vec<u64> {
+    shared.running.lock().map(|r| r.iter().copied().collect()).unwrap_or_default()
+}
+
+/// A task's token in [`Shared::running`] while the guard lives.
+struct Running<'a> {
+    shared: &'a Shared,
+    token: u64,
+}
+
+impl<'a> Running<'a> {
+    fn new(shared: &'a Shared, token: u64) -> Running<'a> {
+        if let Ok(mut r) = shared.running.lock() {
+            r.insert(token);
+        }
+        Running { shared, token }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.shared.running.lock() {
+            r.remove(&self.token);
         }
     }
 }
@@ -292,11 +338,18 @@ where
     }
 }
 
+/// This machine's wall clock (shifted in tests by [`crate::fault::CLOCK_OFFSET_ENV`]).
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    now.saturating_add_signed(crate::fault::clock_offset_ms())
 }
 
-/// A wall-clock deadline from the coordinator as an `Instant` on this machine.
-fn deadline_of(unix: Option<u64>) -> Option<Instant> {
-    unix.map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(unix_ms())))
+/// A task's deadline as an `Instant` on this machine: from the milliseconds left when the
+/// coordinator answered (no clock of ours involved), else (an older coordinator) from its
+/// wall-clock time read against our clock.
+fn deadline_of(unix: Option<u64>, remaining_ms: Option<u64>) -> Option<Instant> {
+    match remaining_ms {
+        Some(left) => Some(Instant::now() + Duration::from_millis(left)),
+        None => unix.map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(unix_ms()))),
+    }
 }

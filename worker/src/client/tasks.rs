@@ -34,7 +34,16 @@ pub(super) async fn run_task(shared: &Arc<Shared>, task: pb::Task) -> Result<(),
                 vec![artifact],
             )
         }
-        Some(pb::task::Kind::Trial(t)) => run_trial(shared, &data, &task.job_id, token, t).await?,
+        Some(pb::task::Kind::Trial(t)) => {
+            let trial = t.trial.as_ref().map_or(0, |s| s.trial_id);
+            let done = run_trial(shared, &data, &task.job_id, token, t).await?;
+            if crate::fault::drops_result(trial) {
+                // A worker that gave up on sending the result: it keeps running, its lease does not.
+                tracing::warn!(trial, token, "injected fault: dropping the result");
+                return Ok(());
+            }
+            done
+        }
         Some(pb::task::Kind::Finalize(f)) => run_finalize(shared, &data, &task, f).await?,
     };
     let ack = retry_result(shared, |c, worker_id| {
@@ -65,7 +74,7 @@ pub(super) async fn run_trial(
         TrialSpec::try_from(task.trial.ok_or(WorkerError::Invalid("trial task without a trial".into()))?)
             .map_err(|e| WorkerError::Invalid(e.to_string()))?;
     let timeout = shared.config.trial_timeout.map(|t| Instant::now() + t);
-    let deadline = match (deadline_of(task.deadline_unix_ms), timeout) {
+    let deadline = match (deadline_of(task.deadline_unix_ms, task.deadline_remaining_ms), timeout) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -198,7 +207,7 @@ pub(super) async fn run_finalize(
         let Some(models) = models else { continue };
         kept.insert(id, family, *loss, decode_artifacts(oof.as_deref(), &models)?);
     }
-    let deadline = deadline_of(f.deadline_unix_ms);
+    let deadline = deadline_of(f.deadline_unix_ms, f.deadline_remaining_ms);
     quarry_featurize::safe_name(&task.job_id)
         .map_err(|why| WorkerError::Invalid(format!("job id {:?}: {why}", task.job_id)))?;
     let dir = shared.config.cache_dir.join(format!("run-{}-{}", task.job_id, task.fencing_token));
