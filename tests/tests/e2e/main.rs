@@ -11,6 +11,7 @@ mod forecast;
 mod high_cardinality;
 mod memory;
 mod onnx_parity;
+mod ownership;
 mod security;
 mod serving;
 mod tls;
