@@ -96,6 +96,11 @@ pub struct ServeArgs {
     /// Keep the event log in Redis instead (a Stream); blobs still go to --store.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Start on a Redis that would lose acknowledged changes in a crash (appendonly off,
+    /// appendfsync no/everysec without WAITAOF, an evicting maxmemory-policy) or that already
+    /// lost some, with a loud warning instead of refusing.
+    #[arg(long, requires = "redis")]
+    pub redis_unsafe: bool,
     /// Shared secret every client and worker must send (`--token` on their side).
     #[arg(long, value_name = "SECRET")]
     pub token: Option<String>,

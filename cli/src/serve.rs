@@ -11,6 +11,7 @@ use quarry_coordinator::blobs::BlobStore;
 use quarry_coordinator::conn::ConnLimits;
 use quarry_coordinator::grpc::{Auth, Server, serve_limited};
 use quarry_coordinator::http::{self, HttpConfig};
+use quarry_coordinator::owner::{EpochRecord, StoreLock};
 use quarry_coordinator::redis_log::RedisLog;
 use quarry_coordinator::{EventLog, FileLog};
 
@@ -35,13 +36,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // First, so a second coordinator on this store touches nothing (exits 2 naming us).
+        let mut lock = StoreLock::acquire(&store)?;
         let blobs = BlobStore::open(&store.join("blobs"))
             .with_context(|| format!("opening the store {}", store.display()))?;
-        let log: Box<dyn EventLog> = match &args.redis {
-            Some(url) => Box::new(RedisLog::open(url, "coordinator")?),
-            None => Box::new(FileLog::open(&store.join("events.log"))?),
+        let (log, last_epoch, log_id): (Box<dyn EventLog>, u64, String) = match &args.redis {
+            Some(url) => {
+                let mut log = RedisLog::open(url, "coordinator")?;
+                log.check_durability(args.redis_unsafe)?;
+                let last = log.claim(&lock, args.redis_unsafe)?;
+                let id = log.id();
+                (Box::new(log), last, id)
+            }
+            None => {
+                let last = lock.last_epoch().epoch;
+                (Box::new(FileLog::open(&store.join("events.log"))?), last, "file".into())
+            }
         };
-        let server = Server::start(log, blobs, args.lease_ttl)?;
+        let server = Server::start_at(log, blobs, args.lease_ttl, last_epoch + 1)?;
+        // Before the listeners: no lease of this epoch exists until it is on disk.
+        lock.record_epoch(EpochRecord { epoch: server.epoch(), log: log_id })?;
         let limits = ConnLimits {
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
@@ -75,10 +89,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
             None => None,
         };
         std::io::stdout().flush().ok();
-        let shutdown = async move {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("shutting down");
-            let _ = stop_tx.send(true);
+        let shutdown = {
+            let server = server.clone();
+            async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => eprintln!("shutting down"),
+                    // A coordinator that can no longer log changes serves nothing useful, and a
+                    // graceful stop would wait on the workers' open streams: exit (2) now, so a
+                    // supervisor restarts it and the start-up checks decide.
+                    why = server.log_stopped() => {
+                        tracing::error!("the event log stopped: {why}");
+                        eprintln!("error: the event log stopped: {why}");
+                        std::process::exit(2);
+                    }
+                }
+                let _ = stop_tx.send(true);
+            }
         };
         let grpc_tls = tls.as_deref().map(crate::tls::ServerTls::grpc);
         let worker_auth = match &args.worker_token {
@@ -91,6 +117,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             // Open event streams would hold a graceful shutdown forever; give them a moment.
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
         }
+        drop(lock);
         Ok(())
     })
 }

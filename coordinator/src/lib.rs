@@ -12,6 +12,7 @@ pub mod http;
 mod job;
 mod keep;
 pub mod log;
+pub mod owner;
 mod progress;
 pub mod redis_log;
 pub mod state;

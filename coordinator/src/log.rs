@@ -24,6 +24,15 @@ pub enum LogError {
     /// it, or it lost acknowledged writes. Retrying cannot fix that.
     #[error("event log {log}: {message}")]
     Diverged { log: String, message: String },
+    /// Another coordinator holds the store or the Redis stream.
+    #[error("{what} is held by another coordinator: {holder}")]
+    Held { what: String, holder: String },
+    /// Redis would not keep an acknowledged write across a crash (`quarry serve --redis-unsafe`
+    /// goes on anyway).
+    #[error(
+        "redis {url} is not durable enough for the event log: {problems}; fix its configuration, or start with --redis-unsafe to accept losing acknowledged changes"
+    )]
+    Unsafe { url: String, problems: String },
 }
 
 impl LogError {
@@ -49,7 +58,22 @@ pub trait EventLog: Send {
 
     /// Every intact record, oldest first.
     fn replay(&mut self) -> Result<Vec<Vec<u8>>, LogError>;
+
+    /// Records this run's lease-token epoch durably in the backend, before any lease of it.
+    fn set_epoch(&mut self, _epoch: u64) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    /// Called every [`KEEP_ALIVE`] between batches: renews what this coordinator holds in the
+    /// backend (the Redis owner key). An error that is not transient means another coordinator
+    /// took over, and the server stops.
+    fn keep_alive(&mut self) -> Result<(), LogError> {
+        Ok(())
+    }
 }
+
+/// How often the log thread calls [`EventLog::keep_alive`].
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct FileLog {
     path: PathBuf,

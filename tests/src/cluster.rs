@@ -271,6 +271,13 @@ pub fn redis_xlen(port: u16, key: &str) -> i64 {
 /// waits until it accepts connections. `None` when it is not installed; under `CI` (where
 /// scripts/test.sh installs it) that is a failure instead.
 pub fn start_redis(dir: &Path, port: u16, aof: bool) -> Option<Proc> {
+    let appendonly = if aof { "yes" } else { "no" };
+    start_redis_with(dir, port, &["--save", "", "--appendonly", appendonly, "--appendfsync", "always"])
+}
+
+/// `redis-server` on `port` with its files in `dir` and `config` (none: Redis's defaults, RDB
+/// snapshots only, as an operator who installs it and changes nothing runs it).
+pub fn start_redis_with(dir: &Path, port: u16, config: &[&str]) -> Option<Proc> {
     let Some(redis_server) = redis_server_binary() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -279,11 +286,10 @@ pub fn start_redis(dir: &Path, port: u16, aof: bool) -> Option<Proc> {
         eprintln!("skipped: needs redis-server (scripts/test.sh installs it)");
         return None;
     };
-    let appendonly = if aof { "yes" } else { "no" };
     let redis = Proc {
         child: Command::new(redis_server)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", appendonly, "--appendfsync", "always"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(config)
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -297,6 +303,22 @@ pub fn start_redis(dir: &Path, port: u16, aof: bool) -> Option<Proc> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Some(redis)
+}
+
+/// Runs `quarry serve` with `args` and expects it to refuse to start: its exit code (within
+/// 60 s; a server that starts instead fails the test there) and its stderr.
+pub fn serve_refused(args: &[&str], log: &Path) -> (Option<i32>, String) {
+    let stderr = std::fs::File::create(log).unwrap();
+    let child = Command::new(quarry_bin())
+        .args(["serve", "--grpc", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut proc = Proc { child, name: "a second quarry serve".into() };
+    let code = proc.wait_exit(Duration::from_secs(60));
+    (code, read(log))
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`, …) to a child with kill(1).

@@ -29,7 +29,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
 use crate::blobs::{BlobError, BlobStore};
-use crate::log::{EventLog, LogError};
+use crate::log::{EventLog, KEEP_ALIVE, LogError};
 use crate::state::{Coordinator, Event, JobSpec, Now, StateError};
 use convert::job_events;
 
@@ -66,6 +66,8 @@ struct Shared {
     progress: crate::progress::ProgressLog,
     /// The largest dataset `UploadDataset` takes (`quarry serve --max-upload`).
     max_upload: AtomicU64,
+    /// This run's lease-token epoch.
+    epoch: u64,
 }
 
 /// The server; clone it into both services.
@@ -104,9 +106,21 @@ impl Server {
     /// Replays `log` into a fresh state and starts the log thread and the lease reaper.
     /// Must be called inside a tokio runtime.
     pub fn start(
+        log: Box<dyn EventLog>,
+        blobs: BlobStore,
+        lease_ttl: Duration,
+    ) -> Result<Server, ServeError> {
+        Server::start_at(log, blobs, lease_ttl, 0)
+    }
+
+    /// [`Server::start`] with this run's lease-token epoch at least `epoch_floor` (the store's
+    /// last epoch + 1; `owner`). The epoch is written to the log's backend
+    /// ([`EventLog::set_epoch`]) before anything is served; the caller records it in the store.
+    pub fn start_at(
         mut log: Box<dyn EventLog>,
         blobs: BlobStore,
         lease_ttl: Duration,
+        epoch_floor: u64,
     ) -> Result<Server, ServeError> {
         let records = log.replay()?;
         let mut events = Vec::with_capacity(records.len());
@@ -117,10 +131,13 @@ impl Server {
         }
         let n = events.len() as u64;
         let mut state = Coordinator::replay(lease_ttl, events, Now::system());
+        let epoch = state.begin_epoch(epoch_floor, rand::random());
+        log.set_epoch(epoch)?;
         tracing::info!(
             events = n,
             jobs = state.jobs().count(),
             leases = state.leases().count(),
+            epoch,
             "state replayed"
         );
         let (durable_tx, durable_rx) = watch::channel(n);
@@ -153,6 +170,7 @@ impl Server {
                 blobs,
                 progress: crate::progress::ProgressLog::default(),
                 max_upload: AtomicU64::new(u64::MAX),
+                epoch,
             }),
         };
         let reaper = server.clone();
@@ -165,6 +183,25 @@ impl Server {
             }
         });
         Ok(server)
+    }
+
+    /// This run's lease-token epoch (`state::epoch_of` of every token it grants).
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
+    /// Resolves when the event log stopped for good (another coordinator took the store over,
+    /// or the backend lost acknowledged writes); the reason. The process should exit: it can
+    /// no longer change anything.
+    pub async fn log_stopped(&self) -> String {
+        let mut durable = self.shared.durable.clone();
+        while durable.changed().await.is_ok() {}
+        self.shared
+            .log_fault
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_else(|| "the event log thread stopped".into())
     }
 
     fn lock(&self) -> MutexGuard<'_, Coordinator> {
@@ -350,7 +387,27 @@ fn log_thread(
             *f = why;
         }
     };
-    while let Ok(first) = rx.recv() {
+    let mut alive_at = std::time::Instant::now();
+    loop {
+        let first = match rx.recv_timeout(KEEP_ALIVE) {
+            Ok(batch) => Some(batch),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if alive_at.elapsed() >= KEEP_ALIVE {
+            alive_at = std::time::Instant::now();
+            match log.keep_alive() {
+                Ok(()) => {}
+                // Redis down: the appends report it; the claim is taken back when it returns.
+                Err(e) if e.is_transient() => tracing::debug!(error = %e, "event log keep-alive failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the event log is no longer this coordinator's; stopping");
+                    set_fault(Some(e.to_string()));
+                    return;
+                }
+            }
+        }
+        let Some(first) = first else { continue };
         let mut batch = first;
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);

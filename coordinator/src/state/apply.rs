@@ -44,7 +44,7 @@ impl Coordinator {
                 self.order.push(job.clone());
             }
             Event::Leased { token, job, task, worker, attempt, at_ms } => {
-                self.next_token = self.next_token.max(token + 1);
+                self.tokens.saw(*token);
                 if let Some(j) = self.jobs.get_mut(job) {
                     if j.started_ms.is_none() {
                         j.started_ms = Some(if *at_ms > 0 { *at_ms } else { j.created_ms });

@@ -113,7 +113,7 @@ impl Coordinator {
             let id = self.order[idx].clone();
             if let Some(key) = self.next_task_of(&id, gpu, now) {
                 self.rr = idx + 1;
-                let token = self.next_token;
+                let token = self.tokens.next();
                 let attempt = self
                     .jobs
                     .get(&id)

@@ -6,7 +6,10 @@
 
 mod apply;
 mod live;
+mod token;
 mod types;
+
+pub use token::{EPOCH_SHIFT, epoch_of};
 
 pub use types::{
     Artifact, Event, FinalizeInput, JobSpec, JobState, Lease, LeasedKind, LeasedTask, PreparedShape,
@@ -134,7 +137,7 @@ pub struct Coordinator {
     /// GPU-family trials a CPU worker passed over, and when it first did (live-only): the
     /// start of their bounded wait for a GPU worker.
     gpu_waiting: HashMap<(String, u64), Instant>,
-    next_token: u64,
+    tokens: token::TokenGen,
     lease_ttl_ms: u64,
     /// Applied but not yet handed to the log.
     pending: Vec<Event>,
@@ -178,7 +181,7 @@ impl Coordinator {
             leases: HashMap::new(),
             workers: HashMap::new(),
             gpu_waiting: HashMap::new(),
-            next_token: 1,
+            tokens: token::TokenGen::new(),
             lease_ttl_ms: lease_ttl.as_millis() as u64,
             pending: Vec::new(),
             garbage: Vec::new(),
@@ -194,12 +197,25 @@ impl Coordinator {
         }
         c.pending.clear();
         c.garbage.clear();
+        // Past every logged token's epoch even before the server sets the persisted one.
+        c.tokens.begin(1, 0);
         // A crash may have come between an event and its consequence; take the decisions again.
         let ids: Vec<String> = c.order.clone();
         for id in ids {
             c.advance(&id, now);
         }
         c
+    }
+
+    /// Starts this run's lease-token epoch: at least `floor` (the store's last epoch + 1) and
+    /// past every logged token's; `seed` draws the tokens' low bits. Returns the epoch, which
+    /// the caller persists before any lease is granted.
+    pub fn begin_epoch(&mut self, floor: u64, seed: u64) -> u64 {
+        self.tokens.begin(floor, seed)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.tokens.epoch()
     }
 
     pub fn lease_ttl_ms(&self) -> u64 {

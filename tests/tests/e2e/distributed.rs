@@ -165,7 +165,7 @@ fn coordinator_restart_on_a_file_store_resumes_the_job() {
 fn coordinator_restart_on_redis_resumes_the_job() {
     let Some(tmp) = cluster_dir() else { return };
     let port = free_port();
-    let Some(redis) = start_redis(tmp.path(), port, false) else { return };
+    let Some(redis) = start_redis(tmp.path(), port, true) else { return };
     let url = format!("redis://127.0.0.1:{port}/");
     let blobs = tmp.path().join("store");
     coordinator_restart(&["--redis", &url, "--store", blobs.to_str().unwrap()], tmp.path());

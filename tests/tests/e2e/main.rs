@@ -12,6 +12,7 @@ mod high_cardinality;
 mod leases;
 mod memory;
 mod onnx_parity;
+mod ownership;
 mod security;
 mod serving;
 mod slowloris;
