@@ -3,8 +3,10 @@
 //! events as JSON), so a backend only has to keep byte strings in order.
 //!
 //! `FileLog` layout: records `[len u32 LE][crc32 u32 LE][payload]`, fsync after each batch. A
-//! crash mid-write leaves at most one torn record at the tail; replay detects it (short read or
-//! checksum mismatch) and truncates it away, so the next append starts on a record boundary.
+//! crash mid-write leaves a torn tail (a short or garbled last write); replay detects it (short
+//! read or checksum mismatch with no whole record after it) and cuts it away, so the next
+//! append starts on a record boundary. A bad record with whole records after it is damage, not
+//! a torn write: replay refuses it, naming its byte offset, rather than drop the good records.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -18,6 +20,15 @@ pub enum LogError {
         "event log {path}: record at byte {offset} is {len} bytes, more than the {max} a record may have"
     )]
     TooLarge { path: PathBuf, offset: u64, len: u64, max: u64 },
+    /// A record in the middle of the log is damaged (whole records follow it): cutting the
+    /// tail there would throw acknowledged changes away, so the log is refused instead.
+    #[error(
+        "event log {path}: the record at byte {offset} is damaged ({why}), and a whole record follows it \
+         at byte {next}, so this is not a torn last write; refusing to start rather than drop the records \
+         after it. Restore the file from a backup, or keep only what comes before the damage with \
+         `truncate -s {offset}` on it"
+    )]
+    Corrupt { path: PathBuf, offset: u64, why: String, next: u64 },
     #[error("redis event log {url}: {message}")]
     Redis { url: String, message: String },
     /// The backend holds fewer or more records than were made durable: someone else wrote to
@@ -98,7 +109,13 @@ impl FileLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        let existed = path.exists();
         let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
+        if !existed {
+            // The new file's directory entry must be durable too, or a crash could lose the
+            // whole log along with records already acknowledged.
+            sync_dir(path).map_err(io)?;
+        }
         let len = file.metadata().map_err(io)?.len();
         Ok(FileLog { path: path.to_path_buf(), file, seq: 0, len })
     }
@@ -144,26 +161,35 @@ impl EventLog for FileLog {
         let mut records = Vec::new();
         let mut offset = 0u64;
         let mut header = [0u8; 8];
-        // Stops at the first record that is short or fails its checksum: that is the torn tail.
-        while offset + 8 <= total {
-            if reader.read_exact(&mut header).is_err() {
+        // Stops at the first record that is short or fails its checksum.
+        let mut bad: Option<&'static str> = None;
+        while offset < total {
+            if offset + 8 > total || reader.read_exact(&mut header).is_err() {
+                bad = Some("a header cut short");
                 break;
             }
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             if len > MAX_RECORD as u64 || offset + 8 + len > total {
+                bad = Some("its length runs past the end of the file");
                 break;
             }
             let mut payload = vec![0u8; len as usize];
             if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+                bad = Some("its checksum does not match");
                 break;
             }
             records.push(payload);
             offset += 8 + len;
         }
         drop(reader);
-        if offset < total {
-            tracing::warn!(path = %self.path.display(), kept = offset, dropped = total - offset, "event log: dropping a torn or corrupt tail");
+        if let Some(why) = bad {
+            // A torn write is the last thing in the file; anything whole after the bad record
+            // means the damage is in the middle, and cutting there would lose those records.
+            if let Some(next) = self.whole_record_after(offset, total)? {
+                return Err(LogError::Corrupt { path: self.path.clone(), offset, why: why.into(), next });
+            }
+            tracing::warn!(path = %self.path.display(), kept = offset, dropped = total - offset, why, "event log: dropping a torn or corrupt tail");
             self.file.set_len(offset).map_err(|e| self.io(e))?;
             self.file.sync_all().map_err(|e| self.io(e))?;
         }
@@ -171,6 +197,41 @@ impl EventLog for FileLog {
         self.seq = records.len() as u64;
         Ok(records)
     }
+}
+
+impl FileLog {
+    /// The offset of the first whole, non-empty record that starts after `bad` (which is not
+    /// one), if any. Every offset is tried, as a damaged length hides where the next record
+    /// starts; a candidate needs its length to fit in the file and its checksum to match
+    /// (zero bytes would pass as an empty record, so those are not counted). Only read after a
+    /// bad record, so a clean start costs nothing. The next true record starts within one
+    /// largest record of `bad` and is at most that long, so two of them bound the window.
+    fn whole_record_after(&mut self, bad: u64, total: u64) -> Result<Option<u64>, LogError> {
+        let window = (total - bad).min(2 * (MAX_RECORD as u64 + 8));
+        let mut tail = Vec::with_capacity(window as usize);
+        self.file.seek(SeekFrom::Start(bad)).map_err(|e| self.io(e))?;
+        (&self.file).take(window).read_to_end(&mut tail).map_err(|e| self.io(e))?;
+        for at in 1..tail.len() {
+            let Some(header) = tail.get(at..at + 8) else { break };
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            if len == 0 || len > MAX_RECORD {
+                continue;
+            }
+            if let Some(payload) = tail.get(at + 8..at + 8 + len)
+                && crc32fast::hash(payload) == crc
+            {
+                return Ok(Some(bad + at as u64));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Makes a new or renamed entry of `path`'s directory durable (`fsync` on the directory).
+pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
 }
 
 /// A log kept in memory only (tests, benchmarks of the state machine without a disk).
@@ -231,6 +292,63 @@ mod tests {
         drop(log);
         let mut log = FileLog::open(&path).unwrap();
         assert_eq!(log.replay().unwrap(), vec![b"first record".to_vec(), b"third".to_vec()]);
+    }
+
+    /// Three records, then `damage` applied to the file's bytes given the second record's
+    /// offset; returns (path, the bytes after the damage, the second record's offset).
+    fn damaged(damage: impl Fn(&mut Vec<u8>, usize)) -> (tempfile::TempDir, PathBuf, Vec<u8>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let mut log = FileLog::open(&path).unwrap();
+        log.append(b"{\"event\":\"first\"}").unwrap();
+        log.append(b"{\"event\":\"second\"}").unwrap();
+        log.append(b"{\"event\":\"third\"}").unwrap();
+        drop(log);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = 8 + b"{\"event\":\"first\"}".len();
+        damage(&mut bytes, second);
+        std::fs::write(&path, &bytes).unwrap();
+        (dir, path, bytes, second)
+    }
+
+    #[test]
+    fn a_bad_record_followed_by_whole_ones_refuses_to_replay_naming_its_offset() {
+        // A flipped payload byte in the middle record: its checksum fails, the third is whole.
+        let (_dir, path, bytes, second) = damaged(|b, at| b[at + 8 + 3] ^= 0x20);
+        let mut log = FileLog::open(&path).unwrap();
+        let err = log.replay().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("byte {second}")), "{text}");
+        assert!(!err.is_transient());
+        // Nothing was cut: every byte after the bad record is still there.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_middle_is_not_taken_for_a_torn_tail() {
+        // The middle record's length now points past the end of the file, as a torn last
+        // record's does; the whole record after it shows it is not the tail.
+        let (_dir, path, bytes, second) = damaged(|b, at| b[at + 3] = 0x01);
+        let mut log = FileLog::open(&path).unwrap();
+        let text = log.replay().unwrap_err().to_string();
+        assert!(text.contains(&format!("byte {second}")), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_bad_last_record_is_still_cut() {
+        // Damage in the last record only (nothing whole after it): a torn tail, cut as before.
+        let (_dir, path, bytes, _) = damaged(|b, _| {
+            let last = b.len() - 2;
+            b[last] ^= 0x20;
+        });
+        let mut log = FileLog::open(&path).unwrap();
+        assert_eq!(
+            log.replay().unwrap(),
+            vec![b"{\"event\":\"first\"}".to_vec(), b"{\"event\":\"second\"}".to_vec()]
+        );
+        let third = 8 + b"{\"event\":\"third\"}".len();
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, bytes.len() - third);
     }
 
     #[test]
