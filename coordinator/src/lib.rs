@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 mod job;
 mod keep;
+pub mod limits;
 pub mod log;
 mod progress;
 pub mod redis_log;
