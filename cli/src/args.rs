@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Also the largest dataset a gRPC upload (`quarry submit`) may send.
     #[arg(long, value_name = "BYTES", default_value_t = quarry_coordinator::http::DEFAULT_MAX_UPLOAD)]
     pub max_upload: u64,
+    /// Largest artifact a worker may upload (PutBlob: fold models, run-folder files); larger
+    /// ones are refused and their partial file deleted.
+    #[arg(long, value_name = "BYTES", default_value_t = quarry_coordinator::grpc::DEFAULT_MAX_BLOB)]
+    pub max_blob: u64,
     /// Directory for the event log (events.log, unless --redis) and the blob store (blobs/);
     /// default ./quarry-store.
     #[arg(long)]

@@ -62,6 +62,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             header_timeout: args.header_timeout,
         };
         server.set_max_upload(args.max_upload);
+        server.set_max_blob(args.max_blob);
         let listener = tokio::net::TcpListener::bind(&args.grpc)
             .await
             .with_context(|| format!("binding --grpc {}", args.grpc))?;

@@ -1,6 +1,8 @@
-//! Content-addressed blob store: `DIR/<sha256 hex>`. Writes go to a temporary file that is
-//! renamed into place once complete, so a reader never sees half a blob and a crash leaves at
-//! most a stray temporary file.
+//! Content-addressed blob store: `DIR/<sha256 hex>`. Writes go to a temporary file in
+//! `DIR/tmp` that is renamed into place once complete (and the directory fsynced), so a reader
+//! never sees half a blob. An upload that stops part way (refused, failed, its caller gone)
+//! deletes its temporary file when its writer is dropped, and opening the store sweeps what a
+//! crash left in `DIR/tmp`.
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +29,7 @@ pub fn is_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// An upload in progress.
+/// An upload in progress. Dropped before [`BlobWriter::finish`], it deletes its temporary file.
 #[derive(Debug)]
 pub struct BlobWriter {
     file: tokio::fs::File,
@@ -35,6 +37,19 @@ pub struct BlobWriter {
     hasher: Sha256,
     size: u64,
     dir: PathBuf,
+    /// Renamed into place: nothing left to delete.
+    finished: bool,
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.finished
+            && let Err(e) = std::fs::remove_file(&self.tmp)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.tmp.display(), error = %e, "could not delete an unfinished upload");
+        }
+    }
 }
 
 impl BlobWriter {
@@ -48,11 +63,6 @@ impl BlobWriter {
         self.size
     }
 
-    /// Drops a blob half written (an upload refused part way).
-    pub async fn abort(self) {
-        let _ = tokio::fs::remove_file(&self.tmp).await;
-    }
-
     /// Makes the blob durable and visible; returns (hash, size). Identical bytes map to the
     /// same file, so a repeated upload is a no-op.
     pub async fn finish(mut self) -> Result<(String, u64), BlobError> {
@@ -62,17 +72,41 @@ impl BlobWriter {
         };
         self.file.flush().await.map_err(io(&self.tmp))?;
         self.file.sync_all().await.map_err(io(&self.tmp))?;
-        let hash = hex::encode(self.hasher.finalize());
+        let hash = hex::encode(std::mem::take(&mut self.hasher).finalize());
         let dest = self.dir.join(&hash);
         tokio::fs::rename(&self.tmp, &dest).await.map_err(io(&dest))?;
+        self.finished = true;
+        // The rename is durable only once the directory is: a blob an event names must
+        // survive a crash as well as the event does.
+        let dir = tokio::fs::File::open(&self.dir).await.map_err(io(&self.dir))?;
+        dir.sync_all().await.map_err(io(&self.dir))?;
         Ok((hash, self.size))
     }
 }
 
 impl BlobStore {
+    /// Opens (creating if needed) the store and deletes what is left in its `tmp/`: uploads
+    /// a crash cut short, which nothing can finish now.
     pub fn open(dir: &Path) -> Result<BlobStore, BlobError> {
-        std::fs::create_dir_all(dir.join("tmp"))
-            .map_err(|source| BlobError::Io { path: dir.to_path_buf(), source })?;
+        let tmp = dir.join("tmp");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BlobError::Io { path, source }
+        };
+        std::fs::create_dir_all(&tmp).map_err(io(dir))?;
+        let mut swept = 0u64;
+        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
+            let path = entry.map_err(io(&tmp))?.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => swept += 1,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete an unfinished upload")
+                }
+            }
+        }
+        if swept > 0 {
+            tracing::info!(dir = %tmp.display(), files = swept, "deleted unfinished uploads");
+        }
         Ok(BlobStore { dir: dir.to_path_buf() })
     }
 
@@ -96,7 +130,7 @@ impl BlobStore {
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|source| BlobError::Io { path: tmp.clone(), source })?;
-        Ok(BlobWriter { file, tmp, hasher: Sha256::new(), size: 0, dir: self.dir.clone() })
+        Ok(BlobWriter { file, tmp, hasher: Sha256::new(), size: 0, dir: self.dir.clone(), finished: false })
     }
 
     pub async fn put(&self, data: &[u8]) -> Result<(String, u64), BlobError> {
@@ -146,5 +180,37 @@ mod tests {
         assert!(matches!(store.path("../etc/passwd"), Err(BlobError::BadHash(_))));
         store.remove(&h1);
         assert!(!store.contains(&h1));
+    }
+
+    fn temp_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir.join("tmp")).unwrap().map(|e| e.unwrap().path()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_upload_dropped_part_way_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut w = store.writer().await.unwrap();
+        w.write(b"half of a blob").await.unwrap();
+        assert_eq!(temp_files(dir.path()).len(), 1);
+        // A handler that returns early (`?`) or is cancelled drops its writer unfinished.
+        drop(w);
+        assert_eq!(temp_files(dir.path()), Vec::<PathBuf>::new());
+        // A finished one is renamed into place, not deleted.
+        let mut w = store.writer().await.unwrap();
+        w.write(b"whole").await.unwrap();
+        let (hash, _) = w.finish().await.unwrap();
+        assert!(store.contains(&hash));
+        assert_eq!(temp_files(dir.path()), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn opening_the_store_sweeps_temp_files_a_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(BlobStore::open(dir.path()).unwrap());
+        std::fs::write(dir.path().join("tmp").join("4242-0"), b"an upload cut by a crash").unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert_eq!(temp_files(dir.path()), Vec::<PathBuf>::new());
+        assert!(store.path(&"0".repeat(64)).is_ok());
     }
 }

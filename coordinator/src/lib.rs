@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod http;
 mod job;
 mod keep;
+pub mod limits;
 pub mod log;
 pub mod owner;
 mod progress;

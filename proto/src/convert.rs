@@ -47,6 +47,15 @@ pub fn params_from_pb(params: HashMap<String, String>) -> Config {
         .collect()
 }
 
+/// `value` if it is a finite number; NaN and ±inf are refused naming `field`.
+pub fn finite(field: &'static str, value: f64) -> Result<f64, ConversionError> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ConversionError::Invalid { field, message: format!("{value} is not a finite number") })
+    }
+}
+
 pub fn status_to_pb(status: TrialStatus) -> pb::TrialStatus {
     match status {
         TrialStatus::Completed => pb::TrialStatus::Completed,
@@ -129,6 +138,12 @@ impl TryFrom<pb::TrialOutcome> for TrialOutcome {
 
     fn try_from(o: pb::TrialOutcome) -> Result<Self, Self::Error> {
         let status = status_from_pb(o.status)?;
+        // NaN and infinities have no JSON form: the coordinator's log would read them back as
+        // something else, or not at all.
+        finite("fit_seconds", o.fit_seconds)?;
+        if let Some(score) = o.score {
+            finite("score", score)?;
+        }
         Ok(TrialOutcome {
             id: TrialId(o.trial_id),
             status,
@@ -179,6 +194,24 @@ mod tests {
         assert_eq!(TrialOutcome::try_from(pb::TrialOutcome::from(&o)).unwrap(), o);
         assert_eq!(pb::JobState::Cancelled.word(), "cancelled");
         assert!(pb::JobState::Failed.is_final() && !pb::JobState::Running.is_final());
+    }
+
+    #[test]
+    fn outcomes_with_non_finite_numbers_are_rejected_naming_the_field() {
+        let ok = pb::TrialOutcome {
+            trial_id: 1,
+            status: pb::TrialStatus::Completed as i32,
+            score: Some(0.5),
+            fit_seconds: 0.25,
+            ..Default::default()
+        };
+        assert!(TrialOutcome::try_from(ok.clone()).is_ok());
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = TrialOutcome::try_from(pb::TrialOutcome { fit_seconds: bad, ..ok.clone() }).unwrap_err();
+            assert!(matches!(e, ConversionError::Invalid { field: "fit_seconds", .. }), "{e:?}");
+            let e = TrialOutcome::try_from(pb::TrialOutcome { score: Some(bad), ..ok.clone() }).unwrap_err();
+            assert!(matches!(e, ConversionError::Invalid { field: "score", .. }), "{e:?}");
+        }
     }
 
     #[test]

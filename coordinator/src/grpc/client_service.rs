@@ -16,7 +16,7 @@ impl pb::quarry_service_server::QuarryService for Server {
         request: Request<Streaming<pb::Chunk>>,
     ) -> Result<Response<pb::DatasetRef>, Status> {
         let max = self.shared.max_upload.load(Ordering::Relaxed);
-        let (hash, size) = self.receive_limited(request.into_inner(), max).await?;
+        let (hash, size) = self.receive_limited(request.into_inner(), max, "--max-upload").await?;
         tracing::info!(%hash, size, "dataset uploaded");
         Ok(Response::new(pb::DatasetRef { hash, size }))
     }

@@ -33,6 +33,10 @@ use crate::log::{EventLog, KEEP_ALIVE, LogError};
 use crate::state::{Coordinator, Event, JobSpec, Now, StateError};
 use convert::job_events;
 
+/// The default `--max-blob`: the largest artifact (fold models, a run folder's file) a worker
+/// may upload. A model of a dataset at the default `--max-upload` fits with room to spare.
+pub const DEFAULT_MAX_BLOB: u64 = 2 << 30;
+
 /// The longest a `Lease` call waits for a task.
 pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(10);
 const CHUNK: usize = 1 << 20;
@@ -68,6 +72,8 @@ struct Shared {
     max_upload: AtomicU64,
     /// This run's lease-token epoch.
     epoch: u64,
+    /// The largest blob `PutBlob` takes (`quarry serve --max-blob`).
+    max_blob: AtomicU64,
 }
 
 /// The server; clone it into both services.
@@ -85,7 +91,7 @@ impl std::fmt::Debug for Server {
 fn status_of(e: StateError) -> Status {
     match e {
         StateError::UnknownWorker(_) | StateError::UnknownJob(_) => Status::not_found(e.to_string()),
-        StateError::InvalidSpec(_) | StateError::WrongResult { .. } => {
+        StateError::InvalidSpec(_) | StateError::Invalid { .. } | StateError::WrongResult { .. } => {
             Status::invalid_argument(e.to_string())
         }
         StateError::StaleLease(_) => Status::failed_precondition(e.to_string()),
@@ -171,6 +177,7 @@ impl Server {
                 progress: crate::progress::ProgressLog::default(),
                 max_upload: AtomicU64::new(u64::MAX),
                 epoch,
+                max_blob: AtomicU64::new(DEFAULT_MAX_BLOB),
             }),
         };
         let reaper = server.clone();
@@ -242,8 +249,17 @@ impl Server {
             if self.shared.log_tx.send(records).is_err() {
                 return Err(Status::unavailable("the event log is closed; the coordinator is shutting down"));
             }
-            for hash in garbage {
-                self.shared.blobs.remove(&hash);
+            if !garbage.is_empty() {
+                // Deleted only once the eviction is durable: a crash before that replays a
+                // state that still names these blobs. A task of its own, so a caller that
+                // goes away meanwhile does not leave them behind.
+                let server = self.clone();
+                let mut durable = self.shared.durable.clone();
+                tokio::spawn(async move {
+                    if durable.wait_for(|d| *d >= target).await.is_ok() {
+                        server.remove_unreferenced(garbage);
+                    }
+                });
             }
             (out, target)
         };
@@ -253,6 +269,17 @@ impl Server {
             return Err(Status::unavailable("the event log failed; see the coordinator's log"));
         }
         out.map_err(status_of)
+    }
+
+    /// Deletes the blobs nothing references now. Checked again under the lock: the same
+    /// bytes (same config, data and seed) may have been completed by another trial since they
+    /// were evicted.
+    fn remove_unreferenced(&self, garbage: Vec<String>) {
+        let c = self.lock();
+        let live: std::collections::HashSet<&str> = c.referenced_blobs().collect();
+        for hash in garbage.iter().filter(|h| !live.contains(h.as_str())) {
+            self.shared.blobs.remove(hash);
+        }
     }
 
     async fn stream_blob(&self, hash: &str) -> Result<ChunkStream, Status> {
@@ -279,29 +306,27 @@ impl Server {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
+    /// A worker's `PutBlob`, refused past `--max-blob`.
     async fn receive_blob(&self, stream: Streaming<pb::Chunk>) -> Result<(String, u64), Status> {
-        self.receive_limited(stream, u64::MAX).await
+        let max = self.shared.max_blob.load(Ordering::Relaxed);
+        self.receive_limited(stream, max, "--max-blob").await
     }
 
-    /// Refuses the stream (`ResourceExhausted`, the partial file deleted) once it passes `max`.
+    /// Refuses the stream (`ResourceExhausted` naming `flag`) once it passes `max`. However
+    /// the upload ends early (refused, a failed write, the caller gone), dropping the writer
+    /// deletes its partial file.
     async fn receive_limited(
         &self,
         mut stream: Streaming<pb::Chunk>,
         max: u64,
+        flag: &str,
     ) -> Result<(String, u64), Status> {
         let mut w = self.shared.blobs.writer().await.map_err(blob_status)?;
         while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    w.abort().await;
-                    return Err(e);
-                }
-            };
+            let chunk = chunk?;
             if w.size().saturating_add(chunk.data.len() as u64) > max {
-                w.abort().await;
                 return Err(Status::resource_exhausted(format!(
-                    "the upload is larger than this coordinator's --max-upload ({max} bytes)"
+                    "the upload is larger than this coordinator's {flag} ({max} bytes)"
                 )));
             }
             w.write(&chunk.data).await.map_err(blob_status)?;
@@ -312,6 +337,11 @@ impl Server {
     /// The largest dataset `UploadDataset` accepts (default: no limit).
     pub fn set_max_upload(&self, bytes: u64) {
         self.shared.max_upload.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The largest blob a worker's `PutBlob` may store (default [`DEFAULT_MAX_BLOB`]).
+    pub fn set_max_blob(&self, bytes: u64) {
+        self.shared.max_blob.store(bytes, Ordering::Relaxed);
     }
 }
 
@@ -352,6 +382,8 @@ impl Server {
 
     /// Creates a job on an uploaded dataset, as `CreateJob` does.
     pub async fn create_job(&self, spec: JobSpec) -> Result<String, Status> {
+        // Before anything quotes a field back (a 70 MB target must not become a 70 MB error).
+        crate::limits::check_spec(&spec).map_err(status_of)?;
         if !self.shared.blobs.contains(&spec.dataset_hash) {
             return Err(Status::not_found(format!(
                 "dataset {:?} is not on the coordinator: upload it first",
@@ -375,7 +407,11 @@ const LOG_RETRY_MAX: Duration = Duration::from_secs(1);
 /// retried with the same batch until it succeeds: the in-memory state already holds those
 /// events, so they must be the next records, and their callers wait for them. Meanwhile
 /// `log_fault` makes new changes fail fast with the reason. A permanent failure stops the
-/// thread, so every waiter gets an error.
+/// thread, so every waiter gets an error. No request can cause one: a request's fields are
+/// capped (`crate::limits`) and the events that carry them size-checked against
+/// `limits::MAX_EVENT_BYTES`, far under the log's record limit, before they are applied, so
+/// only that request is refused; what is left (a Redis stream that lost acknowledged writes)
+/// is the store's fault, not a caller's.
 fn log_thread(
     mut log: Box<dyn EventLog>,
     rx: std::sync::mpsc::Receiver<Vec<Vec<u8>>>,

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{artifact_from_pb, shape_from_pb, task_to_pb};
 use super::{ChunkStream, MAX_LEASE_WAIT, Server, status_of};
+use crate::limits;
 use crate::state::{Artifact, LeasedTask, Now, TaskResult};
 
 fn stale_answer(r: Result<Option<LeasedTask>, Status>) -> Result<Response<pb::CompleteResponse>, Status> {
@@ -32,6 +33,7 @@ impl pb::worker_service_server::WorkerService for Server {
         request: Request<pb::WorkerInfo>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let info = request.into_inner();
+        limits::check_field("name", &info.name).map_err(status_of)?;
         if info.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "protocol version mismatch: worker {:?} speaks quarry.v1 protocol {}, this coordinator speaks {}; \
@@ -82,6 +84,7 @@ impl pb::worker_service_server::WorkerService for Server {
         request: Request<pb::ProgressRequest>,
     ) -> Result<Response<pb::ProgressResponse>, Status> {
         let r = request.into_inner();
+        limits::check_finite("loss", r.loss).map_err(status_of)?;
         let mut c = self.lock();
         let now = Now::system();
         c.check_owner(r.fencing_token, &r.worker_id).map_err(status_of)?;
@@ -113,6 +116,7 @@ impl pb::worker_service_server::WorkerService for Server {
             None => return Err(Status::invalid_argument("complete without a result")),
         };
         let artifacts: Vec<Artifact> = r.artifacts.into_iter().map(artifact_from_pb).collect();
+        limits::check_artifacts(&artifacts).map_err(status_of)?;
         for a in &artifacts {
             if !self.shared.blobs.contains(&a.hash) {
                 return Err(Status::failed_precondition(format!(
@@ -137,11 +141,13 @@ impl pb::worker_service_server::WorkerService for Server {
         request: Request<pb::FailRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let r = request.into_inner();
-        tracing::warn!(worker = %r.worker_id, token = r.fencing_token, reason = %r.reason, "task failed on a worker");
+        let reason = limits::cap_reason(r.reason);
+        limits::check_field("worker_id", &r.worker_id).map_err(status_of)?;
+        tracing::warn!(worker = %r.worker_id, token = r.fencing_token, %reason, "task failed on a worker");
         stale_answer(
             self.mutate(move |c, now| {
                 c.check_owner(r.fencing_token, &r.worker_id)?;
-                c.fail(r.fencing_token, &r.reason, now).map(|()| None)
+                c.fail(r.fencing_token, &reason, now).map(|()| None)
             })
             .await,
         )

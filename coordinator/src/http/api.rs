@@ -2,6 +2,7 @@
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::multipart::Field;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +10,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, data};
+use crate::limits;
 use crate::state::JobSpec;
 
 /// Artifacts read into a JSON answer (guardrails, run record, explanations) at most this big.
@@ -215,12 +217,13 @@ pub async fn create_from_form(s: &AppState, mut multipart: Multipart) -> Result<
     let mut spec = JobSpec::default();
     let mut budget: Option<String> = None;
     let mut uploaded = false;
-    let field_err = |e: axum::extract::multipart::MultipartError| ApiError::new(e.status(), e.body_text());
     while let Some(mut field) = multipart.next_field().await.map_err(field_err)? {
         let name = field.name().unwrap_or_default().to_string();
         if name == "file" {
             // Browsers send a quote in a file name as %22 (HTML's multipart encoding).
             spec.file_name = field.file_name().unwrap_or("upload.csv").replace("%22", "\"");
+            limits::check_field("file_name", &spec.file_name)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let mut w = s
                 .server
                 .blobs()
@@ -248,7 +251,17 @@ pub async fn create_from_form(s: &AppState, mut multipart: Multipart) -> Result<
             uploaded = true;
             continue;
         }
-        let value = field.text().await.map_err(field_err)?.trim().to_string();
+        let value = match field_text(&mut field, &name).await {
+            Ok(v) => v.trim().to_string(),
+            Err(e) => {
+                // Read the rest before answering: a client still sending would see its
+                // connection reset instead of the reason.
+                while let Ok(Some(_)) = field.chunk().await {}
+                drop(field);
+                drain(&mut multipart).await;
+                return Err(e);
+            }
+        };
         if value.is_empty() {
             continue;
         }
@@ -294,6 +307,35 @@ pub async fn create_from_form(s: &AppState, mut multipart: Multipart) -> Result<
         )));
     }
     s.server.create_job(spec).await.map_err(ApiError::from_status)
+}
+
+/// A text form field, refused with 400 naming it once it passes [`limits::MAX_FIELD_BYTES`]
+/// (no form field is longer; reading it whole first would hold up to `--max-upload` bytes).
+async fn field_text(field: &mut Field<'_>, name: &str) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(field_err)? {
+        if bytes.len() + chunk.len() > limits::MAX_FIELD_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "form field {:?} is longer than the {} bytes allowed",
+                safe_name(name),
+                limits::MAX_FIELD_BYTES
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request(format!("form field {:?} is not UTF-8 text", safe_name(name))))
+}
+
+/// Reads and drops the rest of a refused form (the body limit bounds it).
+async fn drain(multipart: &mut Multipart) {
+    while let Ok(Some(mut f)) = multipart.next_field().await {
+        while let Ok(Some(_)) = f.chunk().await {}
+    }
+}
+
+fn field_err(e: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::new(e.status(), e.body_text())
 }
 
 /// `30s`, `5m`, `1h`, `500ms` or plain seconds.

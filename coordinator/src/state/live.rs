@@ -10,6 +10,7 @@ use super::{
 };
 use crate::driver::Next;
 use crate::job::SearcherKind;
+use crate::limits;
 
 impl Coordinator {
     pub fn register(&mut self, name: &str, gpus: u32, slots: u32, now: Now) -> String {
@@ -22,6 +23,7 @@ impl Coordinator {
     }
 
     pub fn create_job(&mut self, mut spec: JobSpec, now: Now) -> Result<String, StateError> {
+        limits::check_spec(&spec)?;
         if spec.dataset_hash.is_empty() {
             return Err(StateError::InvalidSpec("no dataset_hash: upload the dataset first".into()));
         }
@@ -47,7 +49,9 @@ impl Coordinator {
             spec.experiment = "default".into();
         }
         let job = format!("job-{}", self.order.len() + 1);
-        self.emit(Event::JobCreated { job: job.clone(), spec, at_ms: now.unix_ms }, now);
+        let event = Event::JobCreated { job: job.clone(), spec, at_ms: now.unix_ms };
+        limits::check_event(&event)?;
+        self.emit(event, now);
         Ok(job)
     }
 
@@ -263,13 +267,16 @@ impl Coordinator {
             TaskKey::Trial(_) => "trial",
             TaskKey::Finalize => "finalize",
         };
+        limits::check_artifacts(&artifacts)?;
         let event = match (lease.task, result) {
             (TaskKey::Prepare, TaskResult::Prepare(shape)) => {
+                limits::check_shape(&shape)?;
                 Event::Prepared { token, job: lease.job.clone(), shape, artifacts, at_ms: now.unix_ms }
             }
             (TaskKey::Trial(t), TaskResult::Trial(mut outcome)) => {
                 // The lease names the trial; a worker cannot complete another one with it.
                 outcome.id = TrialId(t);
+                outcome.failure_reason = outcome.failure_reason.map(limits::cap_reason);
                 Event::TrialFinished { token, job: lease.job.clone(), outcome, artifacts }
             }
             (TaskKey::Finalize, TaskResult::Finalize) => {
@@ -284,6 +291,7 @@ impl Coordinator {
                 return Err(StateError::WrongResult { token, expected: name(k), got });
             }
         };
+        limits::check_event(&event)?;
         self.emit(event, now);
         self.advance(&lease.job, now);
         Ok(())
@@ -293,7 +301,8 @@ impl Coordinator {
     pub fn fail(&mut self, token: u64, reason: &str, now: Now) -> Result<(), StateError> {
         let lease = self.live_lease(token, now)?;
         let job = lease.job.clone();
-        self.emit(Event::Released { token, job, reason: reason.to_string(), at_ms: now.unix_ms }, now);
+        let reason = limits::cap_reason(reason.to_string());
+        self.emit(Event::Released { token, job, reason, at_ms: now.unix_ms }, now);
         self.advance(&lease.job, now);
         Ok(())
     }

@@ -465,3 +465,170 @@ fn a_shortened_log_never_reissues_a_token() {
     }
     assert_eq!(r.job(&job).unwrap().trials_finished(), 0);
 }
+
+mod round_trip {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any text, control characters and non-ASCII included.
+    fn text() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("(?s).{0,12}").unwrap()
+    }
+
+    /// Every finite `f64` (the wire refuses the rest), subnormals and -0.0 included.
+    fn finite() -> impl Strategy<Value = f64> {
+        proptest::num::f64::ANY.prop_filter("finite", |f| f.is_finite())
+    }
+
+    fn texts() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec(text(), 0..3)
+    }
+
+    fn artifacts() -> impl Strategy<Value = Vec<Artifact>> {
+        proptest::collection::vec(
+            (text(), text(), any::<u64>()).prop_map(|(name, hash, size)| Artifact { name, hash, size }),
+            0..3,
+        )
+    }
+
+    fn job_spec() -> impl Strategy<Value = JobSpec> {
+        (
+            (text(), text(), text(), text(), text(), text(), any::<u64>()),
+            (any::<Option<u64>>(), any::<Option<u64>>(), text(), texts(), texts()),
+            (proptest::option::of(text()), proptest::option::of(text()), text()),
+        )
+            .prop_map(
+                |(
+                    (experiment, dataset_hash, file_name, target, task, metric, seed),
+                    (budget_ms, max_trials, scheduler, column_types, drop_columns),
+                    (group_column, column_types_file, searcher),
+                )| JobSpec {
+                    experiment,
+                    dataset_hash,
+                    file_name,
+                    target,
+                    task,
+                    metric,
+                    seed,
+                    budget_ms,
+                    max_trials,
+                    scheduler,
+                    column_types,
+                    drop_columns,
+                    group_column,
+                    column_types_file,
+                    searcher,
+                },
+            )
+    }
+
+    fn shape() -> impl Strategy<Value = PreparedShape> {
+        (any::<u64>(), any::<u64>(), any::<u64>(), text(), text(), any::<u32>(), texts()).prop_map(
+            |(n_rows, n_features, n_classes, task, metric, n_folds, families)| PreparedShape {
+                n_rows,
+                n_features,
+                n_classes,
+                task,
+                metric,
+                n_folds,
+                families,
+            },
+        )
+    }
+
+    fn task_key() -> impl Strategy<Value = TaskKey> {
+        prop_oneof![Just(TaskKey::Prepare), any::<u64>().prop_map(TaskKey::Trial), Just(TaskKey::Finalize)]
+    }
+
+    fn outcome() -> impl Strategy<Value = TrialOutcome> {
+        let status = prop_oneof![
+            Just(TrialStatus::Completed),
+            Just(TrialStatus::Failed),
+            Just(TrialStatus::Cancelled),
+            Just(TrialStatus::Pruned)
+        ];
+        (
+            any::<u64>(),
+            status,
+            proptest::option::of(finite()),
+            finite(),
+            any::<Option<usize>>(),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(id, status, score, fit_seconds, rounds, failure_reason)| TrialOutcome {
+                id: TrialId(id),
+                status,
+                score,
+                fit_seconds,
+                rounds,
+                failure_reason,
+            })
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (text(), text(), any::<u32>(), any::<u32>()).prop_map(|(worker, name, gpus, slots)| {
+                Event::WorkerRegistered { worker, name, gpus, slots }
+            }),
+            (text(), job_spec(), any::<u64>()).prop_map(|(job, spec, at_ms)| Event::JobCreated {
+                job,
+                spec,
+                at_ms
+            }),
+            (any::<u64>(), text(), task_key(), text(), any::<u32>(), any::<u64>()).prop_map(
+                |(token, job, task, worker, attempt, at_ms)| Event::Leased {
+                    token,
+                    job,
+                    task,
+                    worker,
+                    attempt,
+                    at_ms
+                }
+            ),
+            (any::<u64>(), text(), text(), any::<u64>())
+                .prop_map(|(token, job, reason, at_ms)| Event::Released { token, job, reason, at_ms }),
+            (any::<u64>(), text(), shape(), artifacts(), any::<u64>()).prop_map(
+                |(token, job, shape, artifacts, at_ms)| Event::Prepared {
+                    token,
+                    job,
+                    shape,
+                    artifacts,
+                    at_ms
+                }
+            ),
+            (text(), any::<u64>()).prop_map(|(job, trial)| Event::TrialIssued { job, trial }),
+            (any::<u64>(), text(), outcome(), artifacts()).prop_map(|(token, job, outcome, artifacts)| {
+                Event::TrialFinished { token, job, outcome, artifacts }
+            }),
+            text().prop_map(|job| Event::SearchClosed { job }),
+            text().prop_map(|job| Event::FinalizeQueued { job }),
+            (any::<u64>(), text(), artifacts(), any::<u64>())
+                .prop_map(|(token, job, artifacts, at_ms)| Event::Finalized { token, job, artifacts, at_ms }),
+            (text(), text(), any::<u64>()).prop_map(|(job, reason, at_ms)| Event::JobFailed {
+                job,
+                reason,
+                at_ms
+            }),
+            (text(), any::<u64>()).prop_map(|(job, at_ms)| Event::JobCancelled { job, at_ms }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, rng_seed: proptest::test_runner::RngSeed::Fixed(23), ..ProptestConfig::default() })]
+
+        /// The log is the state: an event must read back exactly as it was applied, or a
+        /// restart would rebuild a different state (or none: a record that does not parse).
+        #[test]
+        fn every_event_round_trips_through_its_log_record(e in event()) {
+            let record = serde_json::to_vec(&e).unwrap();
+            let back: Event = serde_json::from_slice(&record).unwrap();
+            prop_assert_eq!(&back, &e);
+            // Bit for bit: -0.0 == 0.0 would hide a lost sign.
+            if let (Event::TrialFinished { outcome: a, .. }, Event::TrialFinished { outcome: b, .. }) = (&back, &e) {
+                prop_assert_eq!(a.fit_seconds.to_bits(), b.fit_seconds.to_bits());
+                prop_assert_eq!(a.score.map(f64::to_bits), b.score.map(f64::to_bits));
+            }
+        }
+    }
+}

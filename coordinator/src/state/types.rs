@@ -162,6 +162,9 @@ pub enum StateError {
     WrongResult { token: u64, expected: &'static str, got: &'static str },
     #[error("invalid job: {0}")]
     InvalidSpec(String),
+    /// A field of a request the log could not hold or read back (too long, not finite).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
     #[error("job {job}: {message}")]
     Job { job: String, message: String },
 }

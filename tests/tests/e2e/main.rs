@@ -9,6 +9,7 @@ mod faults;
 mod fit_predict;
 mod forecast;
 mod high_cardinality;
+mod integrity;
 mod leases;
 mod memory;
 mod onnx_parity;
