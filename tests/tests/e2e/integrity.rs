@@ -34,7 +34,12 @@ async fn register(w: &mut WorkerServiceClient<Channel>, name: String) -> Result<
 /// Long-polls until a task comes.
 async fn lease(w: &mut WorkerServiceClient<Channel>, worker_id: &str) -> pb::Task {
     for _ in 0..10 {
-        let req = pb::LeaseRequest { worker_id: worker_id.to_string(), max_tasks: 1, wait_ms: 5_000 };
+        let req = pb::LeaseRequest {
+            worker_id: worker_id.to_string(),
+            max_tasks: 1,
+            wait_ms: 5_000,
+            ..Default::default()
+        };
         if let Some(task) = w.lease(req).await.unwrap().into_inner().task {
             return task;
         }
