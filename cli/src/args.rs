@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Also the largest dataset a gRPC upload (`quarry submit`) may send.
     #[arg(long, value_name = "BYTES", default_value_t = quarry_coordinator::http::DEFAULT_MAX_UPLOAD)]
     pub max_upload: u64,
+    /// Limits of the /v2 inference routes (registered models), apart from --max-upload.
+    #[command(flatten)]
+    pub inference: crate::serving_cmd::InferenceLimitArgs,
     /// Directory for the event log (events.log, unless --redis) and the blob store (blobs/);
     /// default ./quarry-store.
     #[arg(long)]
