@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Scores a CSV with a quarry model.onnx in onnxruntime and compares with `quarry predict`.
 
-    onnx_parity.py MODEL.onnx DATA.csv QUARRY_PREDICTIONS.csv [MODEL DATA PREDICTIONS ...] [--tol 1e-5]
+    onnx_parity.py MODEL.onnx DATA.csv QUARRY_PREDICTIONS.csv [MODEL DATA PREDICTIONS ...] [--tol 1e-5] [--raw]
 
 Runs onnx.checker.check_model(full_check=True), feeds every input column the way quarry reads
 the CSV (trimmed; pandas missing markers become NaN / "" / INT64_MIN; ISO dates as Unix
-seconds), and compares probabilities or values (max absolute difference) and labels. Prints one
+seconds), or with --raw every text input exactly as the CSV cell holds it (padding, "NA" and
+empty cells left for the graph to trim and map), and compares probabilities or values (max absolute difference) and labels. Prints one
 JSON line per model (several models in one process save the interpreter and import start-up
 per model); exits 1 on any mismatch.
 """
@@ -106,20 +107,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("triples", nargs="+", help="MODEL.onnx DATA.csv PREDICTIONS.csv, repeated")
     ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--raw", action="store_true", help="text inputs as the raw cell text")
     a = ap.parse_args()
     if len(a.triples) % 3:
         ap.error("arguments come in triples: MODEL.onnx DATA.csv PREDICTIONS.csv")
     ok = True
     for i in range(0, len(a.triples), 3):
         try:
-            ok &= check(*a.triples[i:i + 3], a.tol)
+            ok &= check(*a.triples[i:i + 3], a.tol, a.raw)
         except Exception as e:  # one broken model is reported; the others are still checked
             print(json.dumps({"model": a.triples[i], "ok": False, "error": str(e)[:500]}), flush=True)
             ok = False
     sys.exit(0 if ok else 1)
 
 
-def check(model_path, data, predictions, tol):
+def check(model_path, data, predictions, tol, raw=False):
     model = onnx.load(model_path)
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
@@ -129,9 +131,11 @@ def check(model_path, data, predictions, tol):
     for c in json.loads(meta["columns"]):
         if c["input"] is None:
             continue
-        cells = [(r[col[c["name"]]] if col[c["name"]] < len(r) else "").strip() for r in rows]
-        cells = ["" if v in MISSING else v for v in cells]
-        if c["input"] == "float":
+        raw_cells = [r[col[c["name"]]] if col[c["name"]] < len(r) else "" for r in rows]
+        cells = ["" if v.strip() in MISSING else v.strip() for v in raw_cells]
+        if raw and c["input"] not in ("float", "int64"):
+            v = np.array(raw_cells, dtype=object)
+        elif c["input"] == "float":
             v = np.array([parse_number(v) if v else math.nan for v in cells], dtype=np.float64).astype(np.float32)
         elif c["input"] == "int64":
             v = np.array([(parse_datetime(v) if v else None) for v in cells], dtype=object)
@@ -150,7 +154,7 @@ def check(model_path, data, predictions, tol):
     out = {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)} if parts else {}
 
     _, pred = read_csv(predictions)
-    result = {"model": model_path, "rows": len(rows), "task": meta["task"]}
+    result = {"model": model_path, "rows": len(rows), "task": meta["task"], "raw": raw}
     if "variable" in out:
         want = np.array([float(r[0]) for r in pred])
         got = out["variable"].reshape(-1)

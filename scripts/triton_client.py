@@ -1,10 +1,13 @@
 """Scores a CSV file against a quarry OIP v2 endpoint with the real Triton/KServe HTTP client.
 
-usage: triton_client.py HOST:PORT MODEL DATA.csv OUT.json
+usage: triton_client.py HOST:PORT MODEL DATA.csv OUT.json [binary|json]
 
 Reads the model metadata, sends every input column the metadata names (FP64 columns as
-float64 arrays, the rest as BYTES), requests every output in JSON, and writes the metadata and
-the outputs (as lists) to OUT.json. Run it in the venv scripts/serving_venv.sh creates.
+float64 arrays, the rest as BYTES) and writes the metadata and the outputs (as lists) to
+OUT.json. `binary` (the default) calls the client as users do, with its defaults: tensors in the
+binary tensor data extension and no outputs named (so every output comes back as binary data);
+`json` sends and requests every tensor as JSON. Run it in the venv scripts/serving_venv.sh
+creates.
 """
 
 import csv
@@ -19,6 +22,8 @@ MISSING = {"", "NA", "NaN", "nan", "null", "NULL", "None", "N/A", "n/a"}
 
 def main():
     url, model, data, out = sys.argv[1:5]
+    mode = sys.argv[5] if len(sys.argv) > 5 else "binary"
+    assert mode in ("binary", "json"), mode
     client = httpclient.InferenceServerClient(url=url)
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(model)
@@ -33,9 +38,14 @@ def main():
         else:
             arr = np.array(cells, dtype=np.object_)
         inp = httpclient.InferInput(spec["name"], list(arr.shape), spec["datatype"])
-        inp.set_data_from_numpy(arr, binary_data=False)
+        if mode == "json":
+            inp.set_data_from_numpy(arr, binary_data=False)
+        else:
+            inp.set_data_from_numpy(arr)
         inputs.append(inp)
-    outputs = [httpclient.InferRequestedOutput(o["name"], binary_data=False) for o in meta["outputs"]]
+    outputs = None
+    if mode == "json":
+        outputs = [httpclient.InferRequestedOutput(o["name"], binary_data=False) for o in meta["outputs"]]
     result = client.infer(model, inputs, outputs=outputs, request_id="e2e")
     got = {}
     for o in meta["outputs"]:

@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// ones are refused and their partial file deleted.
     #[arg(long, value_name = "BYTES", default_value_t = quarry_coordinator::grpc::DEFAULT_MAX_BLOB)]
     pub max_blob: u64,
+    /// Limits of the /v2 inference routes (registered models), apart from --max-upload.
+    #[command(flatten)]
+    pub inference: crate::serving_cmd::InferenceLimitArgs,
     /// Directory for the event log (events.log, unless --redis) and the blob store (blobs/);
     /// default ./quarry-store.
     #[arg(long)]

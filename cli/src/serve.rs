@@ -22,8 +22,10 @@ use crate::args::ServeArgs;
 fn http_router(server: &Server, args: &ServeArgs, store: &std::path::Path) -> axum::Router {
     // The dashboard and API, plus every model registered under the same store served over the
     // Open Inference Protocol v2 (`/v2/...`); one token and upload limit guard both.
-    let routes = http::router(server.clone())
-        .merge(quarry_serving::registry_router(store, quarry_serving::BatchConfig::default()));
+    let limits = &args.inference;
+    let batch = limits.batch_config(1024, std::time::Duration::from_millis(1));
+    let routes =
+        http::router(server.clone()).merge(quarry_serving::registry_router(store, batch, limits.limits()));
     let config = HttpConfig { token: args.token.clone(), max_upload: args.max_upload };
     http::protect(routes, &config)
 }

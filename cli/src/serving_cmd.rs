@@ -7,9 +7,36 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use quarry_featurize::load_table;
+use quarry_serving::batcher::DEFAULT_MAX_QUEUED_ROWS;
 use quarry_serving::drift::{DriftReport, Reference, Thresholds, compare};
 use quarry_serving::model::{load_pipeline, reference_from_file, training_file};
-use quarry_serving::{BatchConfig, Registry, ServedModel};
+use quarry_serving::oip::{DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_REQUEST_ROWS};
+use quarry_serving::{BatchConfig, Limits, Registry, ServedModel};
+
+/// What one inference request may hold and how many rows may wait for a model; `quarry serve`
+/// (its /v2 routes) and `quarry serve-model` both take these.
+#[derive(Args)]
+pub struct InferenceLimitArgs {
+    /// Largest inference request body (JSON and binary tensors together); larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST_BODY)]
+    pub max_request_body: usize,
+    /// Most rows one inference request may hold (like Triton's max_batch_size); more get 413.
+    #[arg(long, value_name = "ROWS", default_value_t = DEFAULT_MAX_REQUEST_ROWS)]
+    pub max_request_rows: usize,
+    /// Rows that may wait for a model's scoring thread; a request that would go over gets 503.
+    #[arg(long, value_name = "ROWS", default_value_t = DEFAULT_MAX_QUEUED_ROWS)]
+    pub max_queued_rows: usize,
+}
+
+impl InferenceLimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits { max_body: self.max_request_body, max_rows: self.max_request_rows.max(1) }
+    }
+
+    pub fn batch_config(&self, max_rows: usize, max_delay: Duration) -> BatchConfig {
+        BatchConfig { max_rows: max_rows.max(1), max_delay, max_queued_rows: self.max_queued_rows.max(1) }
+    }
+}
 
 #[derive(Args)]
 pub struct ServeModelArgs {
@@ -38,22 +65,17 @@ pub struct ServeModelArgs {
     /// Requests must carry `Authorization: Bearer SECRET` (compared in constant time).
     #[arg(long, value_name = "SECRET")]
     pub token: Option<String>,
-    /// Largest request body accepted; larger ones get 413.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
-    pub max_upload: u64,
+    #[command(flatten)]
+    pub limits: InferenceLimitArgs,
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
 }
 
-/// serve-model's default `--max-upload`: a 64 MiB JSON body is already ~ a million values.
-const DEFAULT_MAX_BODY: u64 = 64 << 20;
-
 pub fn serve_model(args: ServeModelArgs) -> Result<()> {
     let tls = args.tls.load()?;
-    let config = BatchConfig {
-        max_rows: args.max_batch_rows.max(1),
-        max_delay: Duration::from_micros(args.max_batch_delay_us),
-    };
+    let config =
+        args.limits.batch_config(args.max_batch_rows, Duration::from_micros(args.max_batch_delay_us));
+    let limits = args.limits.limits();
     let router = match (&args.model, &args.registry) {
         (Some(dir), _) => {
             let pipeline = load_pipeline(dir)?;
@@ -75,15 +97,15 @@ pub fn serve_model(args: ServeModelArgs) -> Result<()> {
                     "note: no drift reference (pass --reference FILE to enable /v2/models/{name}/drift)"
                 );
             }
-            quarry_serving::router(ServedModel::new(pipeline, &name, "1", reference, config)?)
+            quarry_serving::router(ServedModel::new(pipeline, &name, "1", reference, config)?, limits)
         }
-        (None, Some(store)) => quarry_serving::registry_router(store, config),
+        (None, Some(store)) => quarry_serving::registry_router(store, config, limits),
         (None, None) => bail!("give --model RUN_DIR or --registry STORE"),
     };
-    // The coordinator's layers: the same constant-time token check and body limit.
-    let limits =
-        quarry_coordinator::http::HttpConfig { token: args.token.clone(), max_upload: args.max_upload };
-    let router = quarry_coordinator::http::protect(router, &limits);
+    // The coordinator's constant-time token check; the body limit is the router's own
+    // (--max-request-body), so the outer one is left open.
+    let protect = quarry_coordinator::http::HttpConfig { token: args.token.clone(), max_upload: u64::MAX };
+    let router = quarry_coordinator::http::protect(router, &protect);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.http)

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use quarry_serving::{BatchConfig, ServedModel, router};
+use quarry_serving::{BatchConfig, Limits, ServedModel, router};
 use tower::ServiceExt;
 
 fn app() -> &'static (tokio::runtime::Runtime, Router) {
@@ -24,7 +24,7 @@ fn app() -> &'static (tokio::runtime::Runtime, Router) {
         let model =
             ServedModel::new(pipeline, "m", "1", None, BatchConfig::default()).expect("scorer starts");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        (runtime, router(model))
+        (runtime, router(model, Limits::default()))
     })
 }
 

@@ -5,7 +5,12 @@
 //! `max_delay` after the first request of the batch) only while other requests are known to be
 //! on their way (parsed by a handler but not yet queued). So batching costs nothing at low load
 //! and merges bursts at high load.
+//!
+//! The queue is bounded by rows (`max_queued_rows`): a request that would overfill it is
+//! refused at once (503) rather than held, so a burst cannot grow memory without bound. A
+//! panic while scoring fails only the requests of that batch; the thread keeps serving.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
@@ -23,11 +28,21 @@ pub struct BatchConfig {
     pub max_rows: usize,
     /// How long a batch may wait for requests that are on their way.
     pub max_delay: Duration,
+    /// Rows that may wait for the scoring thread; a request that would go over is refused
+    /// (one request is always taken when nothing waits).
+    pub max_queued_rows: usize,
 }
+
+/// The default `max_queued_rows`: four of the largest requests `oip::Limits` admits by default.
+pub const DEFAULT_MAX_QUEUED_ROWS: usize = 4 * crate::oip::DEFAULT_MAX_REQUEST_ROWS;
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_rows: 1024, max_delay: Duration::from_millis(1) }
+        BatchConfig {
+            max_rows: 1024,
+            max_delay: Duration::from_millis(1),
+            max_queued_rows: DEFAULT_MAX_QUEUED_ROWS,
+        }
     }
 }
 
@@ -41,6 +56,9 @@ struct Job {
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
     arriving: Arc<AtomicUsize>,
+    /// Rows sent to the scoring thread and not yet taken by it.
+    queued_rows: Arc<AtomicUsize>,
+    max_queued_rows: usize,
 }
 
 /// Marks a request as on its way to the batcher until it is queued (or abandoned).
@@ -68,12 +86,13 @@ impl Batcher {
     pub fn start(pipeline: Arc<Pipeline>, config: BatchConfig) -> Result<Batcher> {
         let (tx, rx) = mpsc::channel::<Job>();
         let arriving = Arc::new(AtomicUsize::new(0));
-        let seen = arriving.clone();
+        let queued_rows = Arc::new(AtomicUsize::new(0));
+        let (seen, queued) = (arriving.clone(), queued_rows.clone());
         std::thread::Builder::new()
             .name("quarry-scorer".into())
-            .spawn(move || score_loop(&pipeline, &rx, &seen, config))
+            .spawn(move || score_loop(&pipeline, &rx, &seen, &queued, config))
             .map_err(|e| ServingError::Unavailable(format!("cannot start the scoring thread: {e}")))?;
-        Ok(Batcher { tx, arriving })
+        Ok(Batcher { tx, arriving, queued_rows, max_queued_rows: config.max_queued_rows })
     }
 
     /// Call when a request starts being parsed, so a forming batch may wait for it.
@@ -90,13 +109,29 @@ impl Batcher {
         // counted as on its way, a lone request would wait up to `max_delay` for itself (a
         // race the sender usually wins, so it showed only in the latency tail).
         arrival.finish();
+        let rows = table.n_rows;
+        let before = self.queued_rows.fetch_add(rows, Ordering::SeqCst);
+        if before > 0 && before.saturating_add(rows) > self.max_queued_rows {
+            self.queued_rows.fetch_sub(rows, Ordering::SeqCst);
+            return Err(ServingError::Unavailable(format!(
+                "the model is busy: {before} rows wait to be scored and {rows} more would pass the queue's \
+                 limit of {} (--max-queued-rows); retry later",
+                self.max_queued_rows
+            )));
+        }
         let sent = self.tx.send(Job { table, reply });
         sent.map_err(|_| ServingError::Unavailable("the scoring thread has stopped".into()))?;
         rx.await.map_err(|_| ServingError::Unavailable("the scoring thread has stopped".into()))?
     }
 }
 
-fn score_loop(pipeline: &Pipeline, rx: &mpsc::Receiver<Job>, arriving: &AtomicUsize, config: BatchConfig) {
+fn score_loop(
+    pipeline: &Pipeline,
+    rx: &mpsc::Receiver<Job>,
+    arriving: &AtomicUsize,
+    queued_rows: &AtomicUsize,
+    config: BatchConfig,
+) {
     while let Ok(first) = rx.recv() {
         let deadline = Instant::now() + config.max_delay;
         let mut rows = first.table.n_rows;
@@ -118,6 +153,7 @@ fn score_loop(pipeline: &Pipeline, rx: &mpsc::Receiver<Job>, arriving: &AtomicUs
             rows += job.table.n_rows;
             jobs.push(job);
         }
+        queued_rows.fetch_sub(rows, Ordering::SeqCst);
         score_batch(pipeline, jobs);
     }
 }
@@ -150,8 +186,23 @@ fn score_batch(pipeline: &Pipeline, mut jobs: Vec<Job>) {
     }
 }
 
+/// Scores `table`; a panic becomes this request's error and the scoring thread lives on.
 fn predict(pipeline: &Pipeline, table: &Table) -> Result<Predictions> {
-    pipeline.predict(table).map_err(|e| ServingError::Data(e.to_string()))
+    // The pipeline is only read, so nothing it holds is left half-changed by an unwind.
+    match catch_unwind(AssertUnwindSafe(|| pipeline.predict(table))) {
+        Ok(result) => result.map_err(|e| ServingError::Data(e.to_string())),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            tracing::error!(%message, rows = table.n_rows, "scoring panicked");
+            Err(ServingError::Model(format!(
+                "scoring failed unexpectedly (a bug; the request was not scored): {message}"
+            )))
+        }
+    }
 }
 
 /// Stacks tables with the same columns in the same order (text columns, as built by the model).
@@ -218,7 +269,7 @@ mod tests {
         let pipeline = pipeline();
         let table = one_row(&pipeline);
         let expected = pipeline.predict(&table).unwrap();
-        let config = BatchConfig { max_rows: 1024, max_delay: Duration::from_secs(30) };
+        let config = BatchConfig { max_delay: Duration::from_secs(30), ..BatchConfig::default() };
         let batcher = Batcher::start(pipeline, config).unwrap();
         for _ in 0..3 {
             let started = Instant::now();
@@ -226,5 +277,46 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
             assert_eq!(got, expected);
         }
+    }
+
+    /// A table whose columns hold fewer values than its row count: the featurizer indexes
+    /// past them and panics, as a bug in a scoring path would.
+    fn short_table(pipeline: &Pipeline) -> Table {
+        Table { n_rows: 3, ..one_row(pipeline) }
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_scoring_fails_that_request_and_the_model_keeps_serving() {
+        let pipeline = pipeline();
+        let table = one_row(&pipeline);
+        let expected = pipeline.predict(&table).unwrap();
+        let batcher = Batcher::start(pipeline.clone(), BatchConfig::default()).unwrap();
+        let bad = short_table(&pipeline);
+        let err = batcher.score(batcher.arriving(), bad).await.unwrap_err();
+        assert!(matches!(err, ServingError::Model(_)), "{err}");
+        assert!(err.to_string().contains("scoring failed unexpectedly"), "{err}");
+        for _ in 0..2 {
+            assert_eq!(batcher.score(batcher.arriving(), table.clone()).await.unwrap(), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_would_overfill_the_queue_is_refused_and_a_lone_one_is_taken() {
+        let pipeline = pipeline();
+        let table = one_row(&pipeline);
+        let config = BatchConfig { max_queued_rows: 4, ..BatchConfig::default() };
+        let batcher = Batcher::start(pipeline.clone(), config).unwrap();
+        // Four rows already wait (as if the scorer were busy): one more is over the limit.
+        batcher.queued_rows.store(4, Ordering::SeqCst);
+        let err = batcher.score(batcher.arriving(), table.clone()).await.unwrap_err();
+        assert_eq!(err.status(), 503, "{err}");
+        assert!(err.to_string().contains("--max-queued-rows"), "{err}");
+        assert_eq!(batcher.queued_rows.load(Ordering::SeqCst), 4, "a refused request leaves no count");
+        // With nothing waiting, even a request larger than the limit is taken.
+        batcher.queued_rows.store(0, Ordering::SeqCst);
+        let big = concat(std::iter::repeat_n(&table, 6));
+        let got = batcher.score(batcher.arriving(), big.clone()).await.unwrap();
+        assert_eq!(got, pipeline.predict(&big).unwrap());
+        assert_eq!(batcher.queued_rows.load(Ordering::SeqCst), 0);
     }
 }

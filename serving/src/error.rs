@@ -22,6 +22,9 @@ pub enum ServingError {
     Model(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A request over a size limit (body bytes, rows).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     NoReference(String),
 }
@@ -39,6 +42,7 @@ impl ServingError {
             | ServingError::UnknownDataset(_)
             | ServingError::NoReference(_) => 404,
             ServingError::BadRequest(_) | ServingError::BadName(..) | ServingError::Data(_) => 400,
+            ServingError::TooLarge(_) => 413,
             ServingError::Unavailable(_) => 503,
             ServingError::Io { .. } | ServingError::Model(_) => 500,
         }

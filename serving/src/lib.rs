@@ -8,10 +8,11 @@ pub mod error;
 pub mod model;
 pub mod oip;
 pub mod registry;
+pub mod tensor;
 
 pub use batcher::{BatchConfig, Batcher};
 pub use drift::{ColumnDrift, DriftReport, Reference, Thresholds, compare};
 pub use error::ServingError;
 pub use model::ServedModel;
-pub use oip::{ModelSource, RegistrySource, SingleModel, registry_router, router};
+pub use oip::{Limits, ModelSource, RegistrySource, SingleModel, registry_router, router};
 pub use registry::{DatasetRecord, ModelRecord, Registry};

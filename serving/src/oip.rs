@@ -3,8 +3,16 @@
 //!
 //! Inputs are columns (one per raw column the pipeline reads, shape `[N]` or `[N, 1]`); each
 //! value is turned into the text a CSV cell would hold, so a request scores exactly like
-//! `quarry predict` on the same rows. Errors are the protocol's `{"error": "..."}` with a 4xx
-//! code for anything the client got wrong.
+//! `quarry predict` on the same rows. Tensors come as JSON `data` or, with the binary tensor
+//! data extension (tritonclient's default), as bytes after the JSON; outputs go back either way.
+//! Errors are the protocol's `{"error": "..."}` with a 4xx code for anything the client got
+//! wrong.
+//!
+//! One request cannot take the server down: the body has its own limit ([`Limits::max_body`],
+//! checked before reading when the length is declared), it is parsed into typed fields (never
+//! a generic JSON tree), a request over [`Limits::max_rows`] is refused before its data is
+//! decoded, large bodies are parsed off the async threads, and the model's queue is bounded
+//! (`BatchConfig::max_queued_rows`, 503 when full).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,8 +20,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use quarry_featurize::{Predictions, RawColumn, RawValues, StrColumn, Table};
@@ -25,6 +35,7 @@ use crate::drift::Thresholds;
 use crate::error::{Result, ServingError};
 use crate::model::{ServedModel, load_pipeline};
 use crate::registry::Registry;
+use crate::tensor::{self, DATATYPES, JsonCells};
 
 /// Where the router finds models by name and version (`None`: the default version).
 pub trait ModelSource: Send + Sync + 'static {
@@ -108,17 +119,48 @@ impl ModelSource for RegistrySource {
 
 type Source = Arc<dyn ModelSource>;
 
+/// The default [`Limits::max_body`]: 16 MiB is about a million JSON numbers.
+pub const DEFAULT_MAX_REQUEST_BODY: usize = 16 << 20;
+/// The default [`Limits::max_rows`] (Triton's `max_batch_size`, per request).
+pub const DEFAULT_MAX_REQUEST_ROWS: usize = 65_536;
+
+/// What one inference request may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of request body (JSON and binary tensors together); larger gets 413.
+    pub max_body: usize,
+    /// Rows per request; more gets 413.
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body: DEFAULT_MAX_REQUEST_BODY, max_rows: DEFAULT_MAX_REQUEST_ROWS }
+    }
+}
+
+/// A body up to this size is parsed on the async thread; a larger one on a blocking thread, so
+/// parsing it does not hold up the small requests that share the async thread.
+const INLINE_PARSE_BYTES: usize = 64 << 10;
+
+#[derive(Clone)]
+struct Api {
+    source: Source,
+    limits: Limits,
+}
+
 /// The protocol's routes for one model.
-pub fn router(model: ServedModel) -> Router {
-    source_router(Arc::new(SingleModel::new(model)))
+pub fn router(model: ServedModel, limits: Limits) -> Router {
+    source_router(Arc::new(SingleModel::new(model)), limits)
 }
 
 /// The protocol's routes for every model registered under `store`.
-pub fn registry_router(store: &Path, config: BatchConfig) -> Router {
-    source_router(Arc::new(RegistrySource::new(Registry::open(store), config)))
+pub fn registry_router(store: &Path, config: BatchConfig, limits: Limits) -> Router {
+    source_router(Arc::new(RegistrySource::new(Registry::open(store), config)), limits)
 }
 
-pub fn source_router(source: Source) -> Router {
+pub fn source_router(source: Source, limits: Limits) -> Router {
+    let max = limits.max_body;
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
@@ -134,7 +176,30 @@ pub fn source_router(source: Source) -> Router {
         .fallback(|| async {
             ApiError(ServingError::BadRequest("no such endpoint".into()), StatusCode::NOT_FOUND)
         })
-        .with_state(source)
+        .with_state(Api { source, limits })
+        // Inner to any limit of a router this one is merged into, so this one decides for /v2.
+        .layer(middleware::from_fn(move |req: Request, next: Next| check_length(max, req, next)))
+        .layer(DefaultBodyLimit::max(max))
+}
+
+fn too_large(max: usize) -> ServingError {
+    ServingError::TooLarge(format!(
+        "the request body is larger than this server's --max-request-body ({max} bytes)"
+    ))
+}
+
+/// A declared length over the limit is refused before the body is read; a body without one is
+/// cut off at the limit by `DefaultBodyLimit` (see `body_or_413`).
+async fn check_length(max: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return ApiError::from(too_large(max)).into_response();
+    }
+    next.run(req).await
 }
 
 struct Json(Value);
@@ -166,7 +231,9 @@ impl IntoResponse for ApiError {
 type ApiResult = std::result::Result<Json, ApiError>;
 
 async fn server_metadata() -> Json {
-    Json(json!({"name": "quarry", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+    Json(
+        json!({"name": "quarry", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+    )
 }
 
 fn model_metadata(source: &Source, name: &str, version: Option<&str>) -> ApiResult {
@@ -193,30 +260,30 @@ fn model_metadata(source: &Source, name: &str, version: Option<&str>) -> ApiResu
     Ok(Json(meta))
 }
 
-async fn metadata(State(s): State<Source>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    model_metadata(&s, &name, None)
+async fn metadata(State(s): State<Api>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    model_metadata(&s.source, &name, None)
 }
 
-async fn metadata_v(State(s): State<Source>, UrlPath((name, v)): UrlPath<(String, String)>) -> ApiResult {
-    model_metadata(&s, &name, Some(&v))
+async fn metadata_v(State(s): State<Api>, UrlPath((name, v)): UrlPath<(String, String)>) -> ApiResult {
+    model_metadata(&s.source, &name, Some(&v))
 }
 
-async fn ready(State(s): State<Source>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    let m = s.resolve(&name, None)?;
+async fn ready(State(s): State<Api>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    let m = s.source.resolve(&name, None)?;
     Ok(Json(json!({"name": m.name, "ready": true})))
 }
 
-async fn ready_v(State(s): State<Source>, UrlPath((name, v)): UrlPath<(String, String)>) -> ApiResult {
-    let m = s.resolve(&name, Some(&v))?;
+async fn ready_v(State(s): State<Api>, UrlPath((name, v)): UrlPath<(String, String)>) -> ApiResult {
+    let m = s.source.resolve(&name, Some(&v))?;
     Ok(Json(json!({"name": m.name, "ready": true})))
 }
 
-async fn drift(State(s): State<Source>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    drift_report(&s, &name, None)
+async fn drift(State(s): State<Api>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    drift_report(&s.source, &name, None)
 }
 
-async fn drift_v(State(s): State<Source>, UrlPath((name, v)): UrlPath<(String, String)>) -> ApiResult {
-    drift_report(&s, &name, Some(&v))
+async fn drift_v(State(s): State<Api>, UrlPath((name, v)): UrlPath<(String, String)>) -> ApiResult {
+    drift_report(&s.source, &name, Some(&v))
 }
 
 fn drift_report(source: &Source, name: &str, version: Option<&str>) -> ApiResult {
@@ -229,23 +296,35 @@ fn drift_report(source: &Source, name: &str, version: Option<&str>) -> ApiResult
 }
 
 async fn infer(
-    State(s): State<Source>,
+    State(s): State<Api>,
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    run_infer(&s, &name, None, &headers, &body).await
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> std::result::Result<Response, ApiError> {
+    run_infer(&s, &name, None, &headers, body_or_413(body, s.limits)?).await
 }
 
 async fn infer_v(
-    State(s): State<Source>,
+    State(s): State<Api>,
     UrlPath((name, v)): UrlPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    run_infer(&s, &name, Some(&v), &headers, &body).await
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> std::result::Result<Response, ApiError> {
+    run_infer(&s, &name, Some(&v), &headers, body_or_413(body, s.limits)?).await
 }
 
+/// The body, or the protocol's JSON error (413 for a body cut off at the limit).
+fn body_or_413(body: std::result::Result<Bytes, BytesRejection>, limits: Limits) -> Result<Bytes> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(limits.max_body)
+        } else {
+            ServingError::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+/// The request's JSON, read into typed fields (the tensors' `data` straight into text cells).
 #[derive(Deserialize)]
 struct InferRequest {
     #[serde(default)]
@@ -253,6 +332,15 @@ struct InferRequest {
     inputs: Vec<RequestInput>,
     #[serde(default)]
     outputs: Option<Vec<RequestOutput>>,
+    #[serde(default)]
+    parameters: RequestParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct RequestParameters {
+    /// Binary tensor extension: every output as binary data unless the output says otherwise.
+    #[serde(default)]
+    binary_data_output: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -260,46 +348,119 @@ struct RequestInput {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    data: Value,
+    #[serde(default)]
+    data: Option<JsonCells>,
+    #[serde(default)]
+    parameters: TensorParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct TensorParameters {
+    /// Binary tensor extension: this input's data is this many bytes after the JSON.
+    #[serde(default)]
+    binary_data_size: Option<u64>,
+    /// Binary tensor extension: return this output as binary data.
+    #[serde(default)]
+    binary_data: Option<bool>,
 }
 
 #[derive(Deserialize)]
 struct RequestOutput {
     name: String,
+    #[serde(default)]
+    parameters: TensorParameters,
 }
 
-const DATATYPES: &[&str] = &[
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64",
-    "BYTES",
-];
+/// The header that splits a binary-extension body into its JSON and the tensors after it.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// A parsed request: its rows as text, its id, and the outputs wanted (name, as binary data?).
+struct Parsed {
+    table: Table,
+    id: Option<String>,
+    wanted: Vec<(String, bool)>,
+}
 
 async fn run_infer(
-    source: &Source,
+    api: &Api,
     name: &str,
     version: Option<&str>,
     headers: &HeaderMap,
-    body: &[u8],
-) -> ApiResult {
-    let model = source.resolve(name, version)?;
+    body: Bytes,
+) -> std::result::Result<Response, ApiError> {
+    let model = api.source.resolve(name, version)?;
     let arrival = model.arriving();
-    if headers.contains_key("inference-header-content-length") {
-        return Err(ServingError::BadRequest(
-            "the binary tensor extension is not supported: send JSON tensors (tritonclient: binary_data=False)"
-                .into(),
-        )
-        .into());
+    let header_length = headers.get(HEADER_LENGTH).cloned();
+    let limits = api.limits;
+    let parsed = if body.len() <= INLINE_PARSE_BYTES {
+        parse_request(&model, header_length.as_ref(), &body, limits)?
+    } else {
+        let m = model.clone();
+        tokio::task::spawn_blocking(move || parse_request(&m, header_length.as_ref(), &body, limits))
+            .await
+            .map_err(|e| ServingError::Model(format!("parsing the request failed: {e}")))??
+    };
+    let Parsed { table, id, wanted } = parsed;
+    let n = table.n_rows;
+    let as_binary = |name: &str| wanted.iter().find(|(w, _)| w == name).map(|(_, b)| *b);
+    let predictions = model.score(arrival, table).await?;
+    let mut response = ResponseBuilder::default();
+    match &predictions {
+        Predictions::Probabilities { n_classes, values } => {
+            let classes = model.classes();
+            if let Some(binary) = as_binary("label") {
+                let labels: Vec<&str> = predictions
+                    .class_codes()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| classes.get(c as usize).map_or("", String::as_str))
+                    .collect();
+                let head = json!({"name": "label", "datatype": "BYTES", "shape": [n]});
+                response.push(
+                    head,
+                    binary,
+                    || json!(labels),
+                    || tensor::encode_bytes(labels.iter().copied()),
+                );
+            }
+            if let Some(binary) = as_binary("probabilities") {
+                let head = json!({"name": "probabilities", "datatype": "FP64", "shape": [n, n_classes]});
+                response.push(head, binary, || json!(values), || tensor::encode_f64(values));
+            }
+        }
+        Predictions::Values(v) => {
+            if let Some(binary) = as_binary("prediction") {
+                let head = json!({"name": "prediction", "datatype": "FP64", "shape": [n]});
+                response.push(head, binary, || json!(v), || tensor::encode_f64(v));
+            }
+        }
     }
-    let request: InferRequest = match serde_json::from_slice(body) {
+    let mut head =
+        json!({"model_name": model.name, "model_version": model.version, "outputs": response.outputs});
+    if let Some(id) = id {
+        head["id"] = json!(id);
+    }
+    Ok(response.finish(head))
+}
+
+fn parse_request(
+    model: &ServedModel,
+    header_length: Option<&HeaderValue>,
+    body: &[u8],
+    limits: Limits,
+) -> Result<Parsed> {
+    let (json, binary) = split_body(header_length, body)?;
+    let request: InferRequest = match serde_json::from_slice(json) {
         Ok(r) => r,
         // Python's json (tritonclient) writes NaN and Infinity bare, which JSON does not allow.
-        Err(e) => serde_json::from_slice(&non_finite_to_strings(body).ok_or(e).map_err(malformed)?)
+        Err(e) => serde_json::from_slice(&non_finite_to_strings(json).ok_or(e).map_err(malformed)?)
             .map_err(malformed)?,
     };
-    let table = request_table(&model, &request)?;
-    let n = table.n_rows;
-    let wanted: Vec<String> = match &request.outputs {
+    let table = request_table(model, &request, binary, limits)?;
+    let known = model.outputs();
+    let default_binary = request.parameters.binary_data_output.unwrap_or(false);
+    let wanted: Vec<(String, bool)> = match &request.outputs {
         Some(outs) if !outs.is_empty() => {
-            let known = model.outputs();
             for o in outs {
                 if !known.iter().any(|(k, _, _)| *k == o.name) {
                     let names: Vec<&str> = known.iter().map(|(k, _, _)| *k).collect();
@@ -307,41 +468,78 @@ async fn run_infer(
                         "unknown output {:?} (this model has {})",
                         o.name,
                         names.join(", ")
-                    ))
-                    .into());
+                    )));
                 }
             }
-            outs.iter().map(|o| o.name.clone()).collect()
+            outs.iter()
+                .map(|o| (o.name.clone(), o.parameters.binary_data.unwrap_or(default_binary)))
+                .collect()
         }
-        _ => model.outputs().into_iter().map(|(k, _, _)| k.to_string()).collect(),
+        _ => known.iter().map(|(k, _, _)| (k.to_string(), default_binary)).collect(),
     };
-    let predictions = model.score(arrival, table).await?;
-    let mut outputs = Vec::new();
-    match &predictions {
-        Predictions::Probabilities { n_classes, values } => {
-            let classes = model.classes();
-            if wanted.iter().any(|w| w == "label") {
-                let labels: Vec<&str> = predictions
-                    .class_codes()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| classes.get(c as usize).map_or("", String::as_str))
-                    .collect();
-                outputs.push(json!({"name": "label", "datatype": "BYTES", "shape": [n], "data": labels}));
-            }
-            if wanted.iter().any(|w| w == "probabilities") {
-                outputs.push(json!({"name": "probabilities", "datatype": "FP64", "shape": [n, n_classes], "data": values}));
-            }
+    Ok(Parsed { table, id: request.id, wanted })
+}
+
+/// Outputs in order, each as JSON `data` or as binary data after the JSON.
+#[derive(Default)]
+struct ResponseBuilder {
+    outputs: Vec<Value>,
+    binary: Vec<u8>,
+    any_binary: bool,
+}
+
+impl ResponseBuilder {
+    fn push(
+        &mut self,
+        mut head: Value,
+        binary: bool,
+        as_json: impl FnOnce() -> Value,
+        as_bytes: impl FnOnce() -> Vec<u8>,
+    ) {
+        if binary {
+            let bytes = as_bytes();
+            head["parameters"] = json!({"binary_data_size": bytes.len()});
+            self.binary.extend_from_slice(&bytes);
+            self.any_binary = true;
+        } else {
+            head["data"] = as_json();
         }
-        Predictions::Values(v) => {
-            outputs.push(json!({"name": "prediction", "datatype": "FP64", "shape": [n], "data": v}));
+        self.outputs.push(head);
+    }
+
+    fn finish(self, head: Value) -> Response {
+        if !self.any_binary {
+            return Json(head).into_response();
         }
+        let mut body = serde_json::to_vec(&head).unwrap_or_default();
+        let json_len = body.len();
+        body.extend_from_slice(&self.binary);
+        (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (axum::http::HeaderName::from_static(HEADER_LENGTH), json_len.to_string()),
+            ],
+            body,
+        )
+            .into_response()
     }
-    let mut response = json!({"model_name": model.name, "model_version": model.version, "outputs": outputs});
-    if let Some(id) = request.id {
-        response["id"] = json!(id);
+}
+
+/// The JSON part of a body and the binary tensor data after it (empty without the header).
+fn split_body<'a>(header_length: Option<&HeaderValue>, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8])> {
+    let Some(value) = header_length else { return Ok((body, &[])) };
+    let json_len = value.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(|| {
+        ServingError::BadRequest(format!(
+            "header Inference-Header-Content-Length: {value:?} is not a byte count"
+        ))
+    })?;
+    if json_len > body.len() {
+        return Err(ServingError::BadRequest(format!(
+            "header Inference-Header-Content-Length: {json_len} is more than the body's {} bytes",
+            body.len()
+        )));
     }
-    Ok(Json(response))
+    Ok(body.split_at(json_len))
 }
 
 fn malformed(e: serde_json::Error) -> ServingError {
@@ -386,8 +584,14 @@ fn non_finite_to_strings(body: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
-/// The request's columns as text, in the model's input order.
-fn request_table(model: &ServedModel, request: &InferRequest) -> Result<Table> {
+/// The request's columns as text, in the model's input order; `binary` is the data after the
+/// JSON, taken in input order by the inputs that give a `binary_data_size`.
+fn request_table(
+    model: &ServedModel,
+    request: &InferRequest,
+    binary: &[u8],
+    limits: Limits,
+) -> Result<Table> {
     let bad = |m: String| ServingError::BadRequest(m);
     for input in &request.inputs {
         if !model.inputs.iter().any(|i| i.name == input.name) {
@@ -399,11 +603,41 @@ fn request_table(model: &ServedModel, request: &InferRequest) -> Result<Table> {
             )));
         }
     }
+    // Each binary input's slice of the data, in the order the inputs are listed.
+    let mut rest = binary;
+    let mut slices: Vec<Option<&[u8]>> = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        let slice = match (input.parameters.binary_data_size, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(bad(format!("input {:?} has both data and binary_data_size", input.name)));
+            }
+            (Some(size), None) => {
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if size > rest.len() {
+                    return Err(bad(format!(
+                        "input {:?}: binary_data_size {size} is more than the {} bytes of binary data left \
+                         (is the Inference-Header-Content-Length header set?)",
+                        input.name,
+                        rest.len()
+                    )));
+                }
+                let (mine, tail) = rest.split_at(size);
+                rest = tail;
+                Some(mine)
+            }
+            (None, Some(_)) => None,
+            (None, None) => return Err(bad(format!("input {:?} has no data", input.name))),
+        };
+        slices.push(slice);
+    }
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes of binary data after the JSON belong to no input", rest.len())));
+    }
     let mut n_rows: Option<usize> = None;
     let mut columns = Vec::with_capacity(model.inputs.len());
     for spec in &model.inputs {
-        let mut found = request.inputs.iter().filter(|i| i.name == spec.name);
-        let input = found.next().ok_or_else(|| bad(format!("missing input {:?}", spec.name)))?;
+        let mut found = request.inputs.iter().zip(&slices).filter(|(i, _)| i.name == spec.name);
+        let (input, slice) = found.next().ok_or_else(|| bad(format!("missing input {:?}", spec.name)))?;
         if found.next().is_some() {
             return Err(bad(format!("input {:?} is given twice", spec.name)));
         }
@@ -419,6 +653,13 @@ fn request_table(model: &ServedModel, request: &InferRequest) -> Result<Table> {
                 )));
             }
         };
+        if rows > limits.max_rows {
+            return Err(ServingError::TooLarge(format!(
+                "input {:?}: {rows} rows is more than this server's --max-request-rows ({}); send fewer rows \
+                 per request",
+                input.name, limits.max_rows
+            )));
+        }
         if *n_rows.get_or_insert(rows) != rows {
             return Err(bad(format!(
                 "input {:?} has {rows} rows but another input has {}",
@@ -426,10 +667,16 @@ fn request_table(model: &ServedModel, request: &InferRequest) -> Result<Table> {
                 n_rows.unwrap_or(0)
             )));
         }
-        let mut values = StrColumn::new();
-        let mut count = 0usize;
-        push_values(&input.data, &input.datatype, &mut values, &mut count)
-            .map_err(|m| bad(format!("input {:?}: {m}", input.name)))?;
+        let in_input = |m: String| bad(format!("input {:?}: {m}", input.name));
+        let (values, count) = match (slice, &input.data) {
+            (Some(bytes), _) => {
+                let mut values = StrColumn::new();
+                let count = tensor::decode_binary(&input.datatype, bytes, &mut values).map_err(in_input)?;
+                (values, count)
+            }
+            (None, Some(cells)) => (cells.to_column(&input.datatype).map_err(in_input)?, cells.len()),
+            (None, None) => return Err(bad(format!("input {:?} has no data", input.name))),
+        };
         if count != rows {
             return Err(bad(format!(
                 "input {:?}: shape says {rows} values but data has {count}",
@@ -443,45 +690,4 @@ fn request_table(model: &ServedModel, request: &InferRequest) -> Result<Table> {
         return Err(bad("the request has no rows".into()));
     }
     Ok(Table { n_rows, columns })
-}
-
-/// Flattens (row-major) nested arrays into text cells, as a CSV file would hold them.
-fn push_values(
-    data: &Value,
-    datatype: &str,
-    out: &mut StrColumn,
-    count: &mut usize,
-) -> std::result::Result<(), String> {
-    match data {
-        Value::Array(items) => {
-            for item in items {
-                push_values(item, datatype, out, count)?;
-            }
-            return Ok(());
-        }
-        Value::Null => out.push(None),
-        Value::String(s) if datatype == "BYTES" => out.push(Some(s.as_str())),
-        // Non-finite numbers arrive as strings (see `non_finite_to_strings`); NaN is missing.
-        Value::String(s) if matches!(s.as_str(), "NaN" | "inf" | "-inf") => {
-            out.push(Some(s.as_str()).filter(|s| *s != "NaN"))
-        }
-        Value::Bool(b) if datatype == "BOOL" => out.push(Some(if *b { "true" } else { "false" })),
-        Value::Number(n) if datatype != "BYTES" && datatype != "BOOL" => {
-            // Integers print without ".0" and floats in shortest round-trip form, so the
-            // featurizer parses back exactly the number that was sent.
-            let text = match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                (Some(i), _, _) => i.to_string(),
-                (_, Some(u), _) => u.to_string(),
-                (_, _, Some(f)) => f.to_string(),
-                _ => return Err(format!("cannot read {n}")),
-            };
-            out.push(Some(&text))
-        }
-        other => return Err(format!("value {other} does not match datatype {datatype}")),
-    };
-    *count += 1;
-    if *count > u32::MAX as usize {
-        return Err("too many values".into());
-    }
-    Ok(())
 }

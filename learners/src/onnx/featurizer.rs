@@ -34,16 +34,20 @@ pub(crate) fn featurize(g: &mut Graph, f: &Featurizer) -> Result<Vec<String>> {
     for col in f.used_columns() {
         let Some(ty) = input_type(&col.transform) else { continue };
         g.inputs.push(value_info(&col.name, ty, &[None, Some(1)]));
+        // A text input may be raw cell text: trimmed here as the CSV reader trims, so the
+        // lookups below (which map the missing markers) see what `quarry predict` sees.
+        let x = if ty == DataType::String { trim_spaces(g, &col.name) } else { col.name.clone() };
+        let x = x.as_str();
         match &col.transform {
-            ColumnTransform::Numeric => features.push(numeric(g, &col.name)),
-            ColumnTransform::Boolean => features.push(boolean(g, &col.name)),
+            ColumnTransform::Numeric => features.push(numeric(g, x)),
+            ColumnTransform::Boolean => features.push(boolean(g, x)),
             ColumnTransform::Categorical { levels, has_other } => {
-                features.push(categorical(g, &col.name, levels, *has_other))
+                features.push(categorical(g, x, levels, *has_other))
             }
-            ColumnTransform::HighCardinality(enc) => features.extend(high_cardinality(g, &col.name, enc)),
-            ColumnTransform::Datetime { with_time } => features.extend(datetime(g, &col.name, *with_time)),
+            ColumnTransform::HighCardinality(enc) => features.extend(high_cardinality(g, x, enc)),
+            ColumnTransform::Datetime { with_time } => features.extend(datetime(g, x, *with_time)),
             ColumnTransform::TfIdf { terms, idf, .. } if !terms.is_empty() => {
-                features.extend(tfidf(g, &col.name, terms, idf))
+                features.extend(tfidf(g, x, terms, idf))
             }
             ColumnTransform::TfIdf { .. } => {
                 return Err(unsupported(
@@ -55,6 +59,25 @@ pub(crate) fn featurize(g: &mut Graph, f: &Featurizer) -> Result<Vec<String>> {
         }
     }
     Ok(features)
+}
+
+/// `x` (`string [N,1]`) without leading and trailing spaces, as `StrColumn::push` trims a cell.
+///
+/// `StringSplit` with no delimiter and `maxsplit` 0 returns, per element, the one substring
+/// from the first to the last non-space character (internal spaces kept), or none for an
+/// empty or all-space text; one "" appended on the last axis stands in for that none.
+/// Only U+0020 is trimmed: other whitespace at a cell's edge (a tab, a no-break space) reaches
+/// the lookups as it is, so a caller should send such cells trimmed.
+fn trim_spaces(g: &mut Graph, x: &str) -> String {
+    let (parts, _) = g.op2("StringSplit", &[x], vec![attr("maxsplit", Attr::Int(0))]);
+    let axis = g.i64s(&[2], &[1]);
+    let x3 = g.op("Unsqueeze", &[x, &axis], vec![]);
+    let zero = g.i64s(&[0], &[]);
+    let never = g.cast(&zero, DataType::Bool);
+    let empty = g.constant("empty", super::builder::tensor_str(&[String::new()], &[]));
+    let blanks = g.op("Where", &[&never, &x3, &empty], vec![]);
+    let padded = g.op("Concat", &[&parts, &blanks], vec![attr("axis", Attr::Int(2))]);
+    g.op("Gather", &[&padded, &zero], vec![attr("axis", Attr::Int(2))])
 }
 
 fn unsupported(col: &FittedColumn, what: &str) -> TrainError {

@@ -115,7 +115,7 @@ fn serve_model_checks_its_token_and_body_limit() {
         "small",
         "--token",
         "s3cret",
-        "--max-upload",
+        "--max-request-body",
         "2000",
     ]);
     let body = json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]},
@@ -128,11 +128,11 @@ fn serve_model_checks_its_token_and_body_limit() {
     assert!(v["error"].as_str().unwrap().contains("token"), "{v}");
     assert_eq!(raw(&addr, "POST", path, &["Authorization: Bearer s3creT"], &body).0, 401);
     assert_eq!(raw(&addr, "POST", path, &["Authorization: Bearer s3cret"], &body).0, 200);
-    // Over --max-upload: 413 with a JSON error naming the limit, before the model sees it.
+    // Over --max-request-body: 413 with a JSON error naming the limit, before the model sees it.
     let big = format!("{}{}", body, " ".repeat(3000));
     let (status, text) = raw(&addr, "POST", path, &["Authorization: Bearer s3cret"], &big);
     assert_eq!(status, 413, "{text}");
-    assert!(text.contains("--max-upload") && text.contains("2000"), "{text}");
+    assert!(text.contains("--max-request-body") && text.contains("2000"), "{text}");
 }
 
 #[test]

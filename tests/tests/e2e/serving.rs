@@ -44,10 +44,12 @@ fn train(data: &Path, target: &str, out: &Path) {
     ]);
 }
 
-fn triton(addr: &str, model: &str, data: &Path, out: &Path) -> Value {
+/// Scores `data` with the real tritonclient; `mode` is "binary" (the client's defaults: the
+/// binary tensor extension both ways) or "json".
+fn triton(addr: &str, model: &str, data: &Path, out: &Path, mode: &str) -> Value {
     let o = Command::new(venv_python("serving_venv.sh"))
         .arg(repo_root().join("scripts/triton_client.py"))
-        .args([addr, model, data.to_str().unwrap(), out.to_str().unwrap()])
+        .args([addr, model, data.to_str().unwrap(), out.to_str().unwrap(), mode])
         .output()
         .unwrap();
     assert!(o.status.success(), "triton_client.py: {}", String::from_utf8_lossy(&o.stderr));
@@ -62,30 +64,10 @@ fn tritonclient_classification_matches_quarry_predict_and_errors_are_protocol_js
     let test = example("penguins/test.csv");
     let (header, rows) = predict_csv(&run, &test, &tmp.path().join("p.csv"));
     let (_server, addr) = serve_model(&["--model", run.to_str().unwrap(), "--name", "penguins"]);
-    let got = triton(&addr, "penguins", &test, &tmp.path().join("t.json"));
-
-    let meta = &got["metadata"];
-    assert_eq!(meta["name"], "penguins");
-    let inputs: Vec<(&str, &str)> = meta["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| (i["name"].as_str().unwrap(), i["datatype"].as_str().unwrap()))
-        .collect();
-    assert!(
-        inputs.contains(&("bill_length_mm", "FP64")) && inputs.contains(&("island", "BYTES")),
-        "{inputs:?}"
-    );
-    assert_eq!(got["id"], "e2e");
-    let labels = got["outputs"]["label"].as_array().unwrap();
-    let probs = got["outputs"]["probabilities"].as_array().unwrap();
-    assert_eq!(labels.len(), rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        assert_eq!(labels[i].as_str().unwrap(), row[0], "row {i}");
-        for (k, cell) in row[1..].iter().enumerate() {
-            let p = probs[i][k].as_f64().unwrap();
-            assert_eq!(p, cell.parse::<f64>().unwrap(), "row {i} {}", header[k + 1]);
-        }
+    // The client's defaults (binary tensors both ways) and plain JSON give the same numbers.
+    for mode in ["binary", "json"] {
+        let got = triton(&addr, "penguins", &test, &tmp.path().join("t.json"), mode);
+        check_classification(&got, &header, &rows, mode);
     }
 
     // Protocol errors: JSON {"error"} with a 4xx code, never a crash.
@@ -116,13 +98,39 @@ fn tritonclient_classification_matches_quarry_predict_and_errors_are_protocol_js
     }
     let (code, v) = http(a, "GET", "/v2/health/ready", None);
     assert_eq!((code, v["ready"].as_bool()), (200, Some(true)));
-    // The endpoint compares what it scored with the training file named in run.json.
+    // The endpoint compares what it scored (both clients' rows) with the training file named in run.json.
     let (code, drift) = http(a, "GET", "/v2/models/penguins/drift", None);
     assert_eq!(code, 200, "{drift}");
     let cols = drift["columns"].as_array().unwrap();
     let bill = cols.iter().find(|c| c["column"] == "bill_length_mm").unwrap();
-    assert_eq!(bill["n_current"].as_u64(), Some(rows.len() as u64));
+    assert_eq!(bill["n_current"].as_u64(), Some(2 * rows.len() as u64));
     assert!(drift["verdict"].is_string());
+}
+
+fn check_classification(got: &Value, header: &[String], rows: &[Vec<String>], mode: &str) {
+    let meta = &got["metadata"];
+    assert_eq!(meta["name"], "penguins");
+    let inputs: Vec<(&str, &str)> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["datatype"].as_str().unwrap()))
+        .collect();
+    assert!(
+        inputs.contains(&("bill_length_mm", "FP64")) && inputs.contains(&("island", "BYTES")),
+        "{inputs:?}"
+    );
+    assert_eq!(got["id"], "e2e");
+    let labels = got["outputs"]["label"].as_array().unwrap();
+    let probs = got["outputs"]["probabilities"].as_array().unwrap();
+    assert_eq!(labels.len(), rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(labels[i].as_str().unwrap(), row[0], "{mode}: row {i}");
+        for (k, cell) in row[1..].iter().enumerate() {
+            let p = probs[i][k].as_f64().unwrap();
+            assert_eq!(p, cell.parse::<f64>().unwrap(), "{mode}: row {i} {}", header[k + 1]);
+        }
+    }
 }
 
 #[test]
@@ -133,11 +141,13 @@ fn tritonclient_regression_matches_quarry_predict() {
     let test = example("cars/test.csv");
     let (_, rows) = predict_csv(&run, &test, &tmp.path().join("p.csv"));
     let (_server, addr) = serve_model(&["--model", run.to_str().unwrap(), "--name", "cars"]);
-    let got = triton(&addr, "cars", &test, &tmp.path().join("t.json"));
-    let values = got["outputs"]["prediction"].as_array().unwrap();
-    assert_eq!(values.len(), rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        assert_eq!(values[i].as_f64().unwrap(), row[0].parse::<f64>().unwrap(), "row {i}");
+    for mode in ["binary", "json"] {
+        let got = triton(&addr, "cars", &test, &tmp.path().join("t.json"), mode);
+        let values = got["outputs"]["prediction"].as_array().unwrap();
+        assert_eq!(values.len(), rows.len(), "{mode}");
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(values[i].as_f64().unwrap(), row[0].parse::<f64>().unwrap(), "{mode}: row {i}");
+        }
     }
 }
 
@@ -313,4 +323,132 @@ fn drift_flags_the_shifted_column_only_and_not_a_random_split() {
     let age = report["columns"].as_array().unwrap().iter().find(|c| c["column"] == "Age").unwrap();
     assert_eq!(age["test"], "ks");
     assert!(age["psi"].as_f64().unwrap() > 0.25 && age["p_value"].as_f64().unwrap() < 1e-6, "{age}");
+}
+
+/// Writes a request head, then (with `chunks`) a chunked body of that many 1 MiB chunks, while
+/// another thread reads the answer: the server may answer and close before the body is sent.
+/// The (status, body) of the answer.
+fn send_large(addr: &str, path: &str, head_extra: &str, chunks: usize) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let mut reader = s.try_clone().unwrap();
+    let answer = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = reader.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{head_extra}Connection: close\r\n\r\n"
+    );
+    if s.write_all(head.as_bytes()).is_ok() && chunks > 0 {
+        let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, " ".repeat(1 << 20));
+        // A write error means the server has answered and closed: stop sending.
+        for _ in 0..chunks {
+            if s.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+    }
+    let text = answer.join().unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// The peak resident memory of a process, in bytes (Linux `VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Issue 23, item 5: a 400 MiB body (declared, and streamed without a length) and a
+/// 10^6-row request are refused with 413 while a 1-row client keeps being answered, and the
+/// server's peak memory stays under 1 GiB. The 1-row latencies are printed (p99), not asserted.
+#[test]
+fn oversized_inference_requests_are_refused_while_a_one_row_client_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("penguins");
+    train(&example("penguins/train.csv"), "species", &run);
+    // A body limit large enough for the 10^6-row request, so the row cap is what refuses it.
+    let (server, addr) = serve_model(&[
+        "--model",
+        run.to_str().unwrap(),
+        "--name",
+        "penguins",
+        "--max-request-body",
+        &(64u64 << 20).to_string(),
+        "--max-request-rows",
+        "65536",
+    ]);
+    let (code, meta) = http(&addr, "GET", "/v2/models/penguins", None);
+    assert_eq!(code, 200, "{meta}");
+    let inputs: Vec<(String, String)> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap().to_string(), i["datatype"].as_str().unwrap().to_string()))
+        .collect();
+    let body_of = |rows: usize| -> String {
+        let parts: Vec<String> = inputs
+            .iter()
+            .map(|(name, dt)| {
+                let cell = if dt == "FP64" { "40" } else { "\"Biscoe\"" };
+                let data = vec![cell; rows].join(",");
+                format!(r#"{{"name":"{name}","shape":[{rows}],"datatype":"{dt}","data":[{data}]}}"#)
+            })
+            .collect();
+        format!(r#"{{"inputs":[{}]}}"#, parts.join(","))
+    };
+    let one_row = body_of(1);
+    let (code, v) = http(&addr, "POST", "/v2/models/penguins/infer", Some(&one_row));
+    assert_eq!(code, 200, "{v}");
+    let expected = v["outputs"].clone();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, addr, one_row) = (stop.clone(), addr.clone(), one_row.clone());
+        std::thread::spawn(move || {
+            let mut latencies = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let started = std::time::Instant::now();
+                let (code, v) = http(&addr, "POST", "/v2/models/penguins/infer", Some(&one_row));
+                latencies.push(started.elapsed());
+                assert_eq!(code, 200, "{v}");
+                assert_eq!(v["outputs"], expected);
+            }
+            latencies
+        })
+    };
+
+    let path = "/v2/models/penguins/infer";
+    // 400 MiB declared: refused before a byte of it is read.
+    let (code, text) = send_large(&addr, path, &format!("Content-Length: {}\r\n", 400u64 << 20), 0);
+    assert_eq!(code, 413, "{text}");
+    assert!(text.contains("--max-request-body"), "{text}");
+    // 400 MiB without a declared length: cut off at the limit.
+    let (code, text) = send_large(&addr, path, "Transfer-Encoding: chunked\r\n", 400);
+    assert_eq!(code, 413, "{text}");
+    assert!(text.contains("--max-request-body"), "{text}");
+    // 10^6 rows (about 20 MB of JSON): refused by the row cap, never scored.
+    let big = body_of(1_000_000);
+    let (code, v) = http(&addr, "POST", path, Some(&big));
+    assert_eq!(code, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--max-request-rows (65536)"), "{v}");
+    drop(big);
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut latencies = client.join().unwrap();
+    assert!(!latencies.is_empty());
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
+    let peak = peak_rss(server.child.id());
+    eprintln!(
+        "1-row requests during the oversized ones: {}, p99 {:?}, max {:?}; serve-model peak RSS {} MiB",
+        latencies.len(),
+        p99,
+        latencies[latencies.len() - 1],
+        peak >> 20
+    );
+    assert!(peak < 1 << 30, "serve-model's peak RSS {} MiB", peak >> 20);
 }
