@@ -189,15 +189,20 @@ fn score_batch(pipeline: &Pipeline, mut jobs: Vec<Job>) {
 /// Scores `table`; a panic becomes this request's error and the scoring thread lives on.
 fn predict(pipeline: &Pipeline, table: &Table) -> Result<Predictions> {
     // The pipeline is only read, so nothing it holds is left half-changed by an unwind.
-    match catch_unwind(AssertUnwindSafe(|| pipeline.predict(table))) {
-        Ok(result) => result.map_err(|e| ServingError::Data(e.to_string())),
+    guarded(table.n_rows, || pipeline.predict(table).map_err(|e| ServingError::Data(e.to_string())))
+}
+
+/// Runs a scoring call, turning a panic into a `ServingError::Model` for that request.
+fn guarded<T>(rows: usize, score: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(score)) {
+        Ok(result) => result,
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "no message".into());
-            tracing::error!(%message, rows = table.n_rows, "scoring panicked");
+            tracing::error!(%message, rows, "scoring panicked");
             Err(ServingError::Model(format!(
                 "scoring failed unexpectedly (a bug; the request was not scored): {message}"
             )))
@@ -279,22 +284,29 @@ mod tests {
         }
     }
 
-    /// A table whose columns hold fewer values than its row count: the featurizer indexes
-    /// past them and panics, as a bug in a scoring path would.
+    /// A table whose columns hold fewer values than its row count: refused as bad data.
     fn short_table(pipeline: &Pipeline) -> Table {
         Table { n_rows: 3, ..one_row(pipeline) }
     }
 
+    #[test]
+    fn a_panic_while_scoring_becomes_that_requests_error() {
+        let err = guarded(1, || -> Result<()> { panic!("boom at row 0") }).unwrap_err();
+        assert!(matches!(err, ServingError::Model(_)), "{err}");
+        assert!(err.to_string().contains("scoring failed unexpectedly"), "{err}");
+        assert!(err.to_string().contains("boom at row 0"), "{err}");
+        assert_eq!(guarded(1, || Ok(7)).unwrap(), 7);
+    }
+
     #[tokio::test]
-    async fn a_panic_while_scoring_fails_that_request_and_the_model_keeps_serving() {
+    async fn a_failing_request_fails_alone_and_the_model_keeps_serving() {
         let pipeline = pipeline();
         let table = one_row(&pipeline);
         let expected = pipeline.predict(&table).unwrap();
         let batcher = Batcher::start(pipeline.clone(), BatchConfig::default()).unwrap();
         let bad = short_table(&pipeline);
         let err = batcher.score(batcher.arriving(), bad).await.unwrap_err();
-        assert!(matches!(err, ServingError::Model(_)), "{err}");
-        assert!(err.to_string().contains("scoring failed unexpectedly"), "{err}");
+        assert!(matches!(err, ServingError::Data(_)), "{err}");
         for _ in 0..2 {
             assert_eq!(batcher.score(batcher.arriving(), table.clone()).await.unwrap(), expected);
         }
