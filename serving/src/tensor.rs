@@ -159,7 +159,7 @@ pub fn decode_binary(
         "UINT64" | "INT64" | "FP64" => 8,
         other => return Err(format!("unknown datatype {other:?}")),
     };
-    if bytes.len() % width != 0 {
+    if !bytes.len().is_multiple_of(width) {
         return Err(format!(
             "{} bytes of binary data are not a whole number of {datatype} elements ({width} bytes each)",
             bytes.len()
