@@ -165,6 +165,22 @@ fn a_stream_that_lost_acknowledged_entries_is_detected_after_a_reconnect() {
     panic!("the append kept failing transiently: {last:?}");
 }
 
+/// Takes a store lock just released. A child that a parallel test forks holds a copy of the
+/// lock's descriptor until its `exec` closes it, so the lock can stay held for that moment.
+fn reacquire(dir: &std::path::Path) -> StoreLock {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match StoreLock::acquire(dir) {
+            Ok(lock) => return lock,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("the released store lock was never free again: {e}"),
+        }
+    }
+}
+
 #[test]
 fn a_second_owner_is_refused_naming_the_first() {
     let Some(server) = start_redis() else { return };
@@ -179,7 +195,7 @@ fn a_second_owner_is_refused_naming_the_first() {
     first.keep_alive().unwrap();
     // The same store again (its lock was released, so its holder is gone): taken over at once.
     drop(lock_a);
-    let lock_a = StoreLock::acquire(a.path()).unwrap();
+    let lock_a = reacquire(a.path());
     let mut again = RedisLog::open(&server.url, "test").unwrap();
     again.claim(&lock_a, false).unwrap();
     // The old holder finds out at its next keep-alive.
