@@ -441,8 +441,12 @@ fn dashboard_in_headless_chromium() {
     b.screenshot("2-job-live");
 
     // A trial page opens from the leaderboard.
-    let trial = b.text("#leaderboard tbody tr:first-child td:nth-child(2)");
-    b.click("#leaderboard tbody tr:first-child td:nth-child(2) a");
+    // The live table re-renders while the job runs, so a found element can go stale before it
+    // is read or clicked: read the trial and follow its link in one script.
+    let trial = b
+        .js("const a = document.querySelector('#leaderboard tbody tr:first-child td:nth-child(2) a'); \
+         const t = a.textContent.trim(); a.click(); return t;");
+    let trial = trial.as_str().unwrap_or_default().to_string();
     b.wait("the trial page", Duration::from_secs(10), |b| b.url().ends_with(&format!("/trials/{trial}")));
     assert_eq!(b.text("#trial-id"), trial);
     assert!(b.count("#params tbody tr") >= 1, "parameters listed");

@@ -27,7 +27,13 @@ async fn worker_client(url: &str) -> WorkerServiceClient<Channel> {
 }
 
 async fn register(w: &mut WorkerServiceClient<Channel>, name: String) -> Result<String, tonic::Status> {
-    let info = pb::WorkerInfo { protocol_version: PROTOCOL_VERSION, name, slots: 1, ..Default::default() };
+    let info = pb::WorkerInfo {
+        protocol_version: PROTOCOL_VERSION,
+        name,
+        slots: 1,
+        names_running_leases: true,
+        ..Default::default()
+    };
     w.register(info).await.map(|r| r.into_inner().worker_id)
 }
 
