@@ -42,6 +42,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         args.metric.as_deref(),
         &args.columns,
         args.group_column.as_deref(),
+        args.memory_limit,
     )?;
     let dataset = prepared.dataset_record();
     let plan = prepared.validation_plan(args.seed)?;

@@ -44,6 +44,7 @@ pub fn prepare_options(
         metric: metric.map(str::to_string),
         overrides: columns.overrides()?,
         group_column: group_column.map(str::to_string),
+        memory_limit: None,
     })
 }
 
@@ -55,11 +56,13 @@ pub fn prepare(
     metric: Option<&str>,
     columns: &ColumnArgs,
     group_column: Option<&str>,
+    memory_limit: Option<u64>,
 ) -> Result<Prepared> {
     if matches!(task, TaskArg::Forecast) {
         anyhow::bail!("--task forecast works with `quarry fit` only");
     }
-    let opts = prepare_options(target, task, metric, columns, group_column)?;
+    let opts =
+        PrepareOptions { memory_limit, ..prepare_options(target, task, metric, columns, group_column)? };
     let prepared = quarry_worker::prepare(data, &opts)?;
     for line in prepared.guard.summary_lines() {
         eprintln!("{line}");

@@ -47,7 +47,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     // Parameters are checked before any data is read.
     let spec = check_params(family, &params)?;
     let threads = thread_count(args.threads)?;
-    let prepared = prepare(&args.data, &args.target, args.task, args.metric.as_deref(), &args.columns, None)?;
+    let prepared =
+        prepare(&args.data, &args.target, args.task, args.metric.as_deref(), &args.columns, None, None)?;
     let dataset = prepared.dataset_record();
     let Prepared { encoder, metric, featurizer, x, y, guard, .. } = prepared;
     let task = encoder.task;

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 pub enum FeaturizeError {
     #[error("{path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
+    /// The file would take more memory to load than this process may use, or more rows than
+    /// a table can hold; found before the rows are materialized.
+    #[error("{path}: too large to load: {message}")]
+    TooLarge { path: PathBuf, message: String },
     #[error("{path}: file is empty")]
     EmptyFile { path: PathBuf },
     #[error("{path}: file has a header but no data rows")]

@@ -23,7 +23,7 @@ pub use error::{FeaturizeError, Result};
 pub use featurizer::{ColumnTransform, Featurizer, FittedColumn};
 pub use guardrails::{Check, Finding, Guardrails, Severity, guardrails};
 pub use infer::{ColumnKind, ColumnProfile, profile_column};
-pub use load::{LoadedTable, load_table};
+pub use load::{LoadLimits, LoadedTable, MAX_ROWS, load_table, load_table_with};
 pub use matrix::{FeatureColumn, FeatureKind, FeatureMatrix, Predictions, Target};
 pub use metric::{Metric, Task};
 pub use names::safe_name;

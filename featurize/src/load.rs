@@ -28,6 +28,89 @@ fn batch_rows(n_columns: usize) -> usize {
     (BATCH_CELLS / n_columns.max(1)).clamp(16, BATCH_ROWS)
 }
 
+/// The most rows a table may have: row indices are `u32` downstream.
+pub const MAX_ROWS: u64 = u32::MAX as u64;
+/// Heap a loaded cell costs at least beyond its text (a `u32` offset in a text column, an
+/// `f64` in a number column), plus the feature matrix's `f32` made from it.
+const CELL_BYTES: u64 = 12;
+
+/// What a file may make the loader allocate, checked from the file's size and (Parquet) its
+/// footer before any row is materialized, and again as CSV rows are read: a small file that
+/// declares 2·10⁹ rows (or a run-length page that expands to them) is an error, not an
+/// out-of-memory kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadLimits {
+    pub max_rows: u64,
+    /// Bytes the loaded table may take; `None`: no limit but the rows.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for LoadLimits {
+    /// At most [`MAX_ROWS`] rows and the machine's memory.
+    fn default() -> LoadLimits {
+        LoadLimits { max_rows: MAX_ROWS, max_bytes: physical_memory() }
+    }
+}
+
+impl LoadLimits {
+    /// The defaults, with at most `bytes` (`--memory-limit`) for the table.
+    pub fn with_memory_limit(bytes: Option<u64>) -> LoadLimits {
+        let d = LoadLimits::default();
+        let max_bytes = match (bytes, d.max_bytes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        LoadLimits { max_bytes, ..d }
+    }
+
+    fn check(&self, path: &Path, rows: u64, columns: usize, text_bytes: u64, declared: bool) -> Result<()> {
+        let what = if declared { "declares" } else { "has" };
+        if rows > self.max_rows {
+            return Err(FeaturizeError::TooLarge {
+                path: path.to_path_buf(),
+                message: format!("it {what} {rows} rows, more than the {} a table may have", self.max_rows),
+            });
+        }
+        let needs = rows.saturating_mul(columns as u64).saturating_mul(CELL_BYTES).saturating_add(text_bytes);
+        if let Some(max) = self.max_bytes
+            && needs > max
+        {
+            return Err(FeaturizeError::TooLarge {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{}, more than the {} this process may use (--memory-limit, or the machine's memory)",
+                    if rows == 0 {
+                        format!("its {} of data need at least as much once loaded", human(text_bytes))
+                    } else {
+                        format!(
+                            "it {what} {rows} rows × {columns} columns, about {} once loaded",
+                            human(needs)
+                        )
+                    },
+                    human(max)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// Total RAM from `/proc/meminfo` (Linux); `None` elsewhere.
+fn physical_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 =
+        text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// A table and where it came from.
 #[derive(Debug, Clone)]
 pub struct LoadedTable {
@@ -37,8 +120,14 @@ pub struct LoadedTable {
     pub table: Table,
 }
 
-/// Loads a `.csv` or `.parquet` file (by extension; anything else is read as CSV).
+/// Loads a `.csv` or `.parquet` file (by extension; anything else is read as CSV), within
+/// [`LoadLimits::default`].
 pub fn load_table(path: &Path) -> Result<LoadedTable> {
+    load_table_with(path, &LoadLimits::default())
+}
+
+/// [`load_table`] within `limits`.
+pub fn load_table_with(path: &Path, limits: &LoadLimits) -> Result<LoadedTable> {
     let io_err = |error| FeaturizeError::Io { path: path.to_path_buf(), error };
     let meta = std::fs::metadata(path).map_err(io_err)?;
     if meta.is_dir() {
@@ -55,14 +144,14 @@ pub fn load_table(path: &Path) -> Result<LoadedTable> {
     let table = if is_parquet {
         // parquet-rs panics on some damaged files (fuzzing found an assertion in its metadata
         // decoder): a bad file must be an error that names it, not a crash.
-        std::panic::catch_unwind(|| read_parquet(path)).unwrap_or_else(|_| {
+        std::panic::catch_unwind(|| read_parquet(path, limits)).unwrap_or_else(|_| {
             Err(FeaturizeError::Parse {
                 path: path.to_path_buf(),
                 message: "not a readable parquet file (its metadata is damaged)".to_string(),
             })
         })?
     } else {
-        read_csv(path)?
+        read_csv(path, limits)?
     };
     if table.n_rows == 0 {
         return Err(FeaturizeError::NoRows { path: path.to_path_buf() });
@@ -100,7 +189,7 @@ fn arrow_error(path: &Path, e: ArrowError) -> FeaturizeError {
     }
 }
 
-fn read_csv(path: &Path) -> Result<Table> {
+fn read_csv(path: &Path, limits: &LoadLimits) -> Result<Table> {
     let open = || {
         File::open(path)
             .map(BufReader::new)
@@ -150,8 +239,11 @@ fn read_csv(path: &Path) -> Result<Table> {
     let mut columns: Vec<StrColumn> = names.iter().map(|_| StrColumn::new()).collect();
     let mut n_rows = 0;
     let file_len = std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0);
+    // The text is at most the file's bytes; the rows are counted as they come.
+    limits.check(path, 0, names.len(), file_len as u64, false)?;
     for batch in reader {
         let batch = batch.map_err(|e| arrow_error(path, e))?;
+        limits.check(path, (n_rows + batch.num_rows()) as u64, names.len(), file_len as u64, false)?;
         if n_rows == 0 && batch.num_rows() > 0 {
             reserve_from_sample(&mut columns, &batch, file_len);
         }
@@ -275,7 +367,7 @@ fn check_unique(path: &Path, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn read_parquet(path: &Path) -> Result<Table> {
+fn read_parquet(path: &Path, limits: &LoadLimits) -> Result<Table> {
     let file = File::open(path).map_err(|error| FeaturizeError::Io { path: path.to_path_buf(), error })?;
     let parse_err = |e: parquet::errors::ParquetError| FeaturizeError::Parse {
         path: path.to_path_buf(),
@@ -288,6 +380,22 @@ fn read_parquet(path: &Path) -> Result<Table> {
     let schema = builder.schema().clone();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     check_unique(path, &names)?;
+    // The footer says how many rows and uncompressed bytes the file expands to; a few bytes of
+    // run-length encoding can stand for billions of values, so check before reading a page.
+    let meta = builder.metadata();
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    for rg in meta.row_groups() {
+        let (Ok(r), Ok(b)) = (u64::try_from(rg.num_rows()), u64::try_from(rg.total_byte_size())) else {
+            return Err(FeaturizeError::Parse {
+                path: path.to_path_buf(),
+                message: "not a readable parquet file (a row group declares a negative size)".into(),
+            });
+        };
+        rows = rows.saturating_add(r);
+        bytes = bytes.saturating_add(b);
+    }
+    let declared = u64::try_from(meta.file_metadata().num_rows()).unwrap_or(u64::MAX);
+    limits.check(path, rows.max(declared), names.len(), bytes, true)?;
     let reader = builder.with_batch_size(batch_rows(names.len())).build().map_err(parse_err)?;
     let mut columns: Vec<Option<RawValues>> = names.iter().map(|_| None).collect();
     let mut n_rows = 0;
@@ -458,5 +566,91 @@ mod tests {
         let t = load_table(&path).unwrap().table;
         assert_eq!(t.n_rows, 1);
         assert_eq!(t.columns[0].values.text(0).as_deref(), Some("line one\nline two"));
+    }
+
+    /// A valid Parquet file whose footer declares 2·10⁹ rows; its pages hold 8. The committed
+    /// fixture `tests/data/bad/declares_2e9_rows.parquet` is exactly this.
+    fn row_bomb() -> Vec<u8> {
+        use parquet::file::metadata::{
+            FileMetaData, ParquetMetaData, ParquetMetaDataReader, ParquetMetaDataWriter,
+        };
+        let col = |k: i64| Arc::new(Int64Array::from((0..8).map(|i| i * k).collect::<Vec<_>>())) as ArrayRef;
+        let batch =
+            RecordBatch::try_from_iter(vec![("a", col(1)), ("b", col(2)), ("c", col(3)), ("y", col(4))])
+                .unwrap();
+        let mut buf = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let bytes = bytes::Bytes::from(buf);
+        let meta = ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
+        let n = bytes.len();
+        let footer = u32::from_le_bytes([bytes[n - 8], bytes[n - 7], bytes[n - 6], bytes[n - 5]]) as usize;
+        let rows = 2_000_000_000i64;
+        let fm = meta.file_metadata();
+        let file_meta = FileMetaData::new(
+            fm.version(),
+            rows,
+            fm.created_by().map(String::from),
+            fm.key_value_metadata().cloned(),
+            fm.schema_descr_ptr(),
+            fm.column_orders().cloned(),
+        );
+        let groups = meta
+            .row_groups()
+            .iter()
+            .map(|rg| {
+                let columns = rg
+                    .columns()
+                    .iter()
+                    .map(|c| c.clone().into_builder().set_num_values(rows).build().unwrap())
+                    .collect();
+                rg.clone().into_builder().set_num_rows(rows).set_column_metadata(columns).build().unwrap()
+            })
+            .collect();
+        let mut out = bytes[..n - 8 - footer].to_vec();
+        ParquetMetaDataWriter::new(&mut out, &ParquetMetaData::new(file_meta, groups)).finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_footer_declaring_billions_of_rows_is_refused_before_reading() {
+        let bomb = row_bomb();
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/bad/declares_2e9_rows.parquet");
+        if std::env::var_os("QUARRY_WRITE_FIXTURES").is_some() {
+            std::fs::write(&fixture, &bomb).unwrap();
+        }
+        assert_eq!(std::fs::read(&fixture).unwrap(), bomb, "regenerate with QUARRY_WRITE_FIXTURES=1");
+        assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+        let limits = LoadLimits { max_rows: MAX_ROWS, max_bytes: Some(1 << 30) };
+        let err = load_table_with(&fixture, &limits).unwrap_err().to_string();
+        assert!(err.contains("too large to load: it declares 2000000000 rows × 4 columns"), "{err}");
+        assert!(err.contains("more than the 1.0 GiB"), "{err}");
+        let err =
+            load_table_with(&fixture, &LoadLimits { max_rows: 1_000_000, max_bytes: None }).unwrap_err();
+        assert!(err.to_string().contains("more than the 1000000 a table may have"), "{err}");
+    }
+
+    #[test]
+    fn a_csv_over_the_limit_is_refused_by_its_size_and_by_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        let mut text = String::from("a,y\n");
+        for i in 0..1000 {
+            text.push_str(&format!("{i},{}\n", i % 2));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let size = LoadLimits { max_rows: MAX_ROWS, max_bytes: Some(100) };
+        let err = load_table_with(&path, &size).unwrap_err().to_string();
+        assert!(err.contains("too large to load: its 5894 bytes of data need"), "{err}");
+        assert!(err.contains("more than the 100 bytes this process may use"), "{err}");
+        let rows = LoadLimits { max_rows: 999, max_bytes: None };
+        let err = load_table_with(&path, &rows).unwrap_err().to_string();
+        assert!(err.contains("it has 1000 rows, more than the 999"), "{err}");
+        assert_eq!(
+            load_table_with(&path, &LoadLimits { max_rows: 1000, max_bytes: None }).unwrap().table.n_rows,
+            1000
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use quarry_featurize::{
-    ColumnOverrides, FeatureMatrix, Featurizer, Guardrails, LoadedTable, Metric, Target, TargetEncoder,
-    TargetEncodings, Task, guardrails, load_table,
+    ColumnOverrides, FeatureMatrix, Featurizer, Guardrails, LoadLimits, LoadedTable, Metric, Target,
+    TargetEncoder, TargetEncodings, Task, guardrails, load_table_with,
 };
 use quarry_search::{DataShape, ValidationPlan};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,10 @@ pub struct PrepareOptions {
     pub overrides: ColumnOverrides,
     /// Validate by group; the column is not a feature.
     pub group_column: Option<String>,
+    /// `--memory-limit`: the loaded table must fit in it (checked before the rows are read,
+    /// `featurize::LoadLimits`); the machine's memory when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<u64>,
 }
 
 pub struct Prepared {
@@ -49,7 +53,8 @@ pub struct Prepared {
 /// Load → target → featurizer fitted on the rows with a target → features; guardrails on the
 /// table as loaded. The caller shows `guard.summary_lines()` where it wants them.
 pub fn prepare(data: &Path, opts: &PrepareOptions) -> Result<Prepared, WorkerError> {
-    let LoadedTable { table, content_hash, path } = load_table(data)?;
+    let limits = LoadLimits::with_memory_limit(opts.memory_limit);
+    let LoadedTable { table, content_hash, path } = load_table_with(data, &limits)?;
     let target = opts.target.as_str();
     let in_file = |error| WorkerError::Data { path: path.clone(), error };
     let encoder = TargetEncoder::fit(&table, target, opts.task).map_err(in_file)?;

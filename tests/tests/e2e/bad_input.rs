@@ -114,3 +114,33 @@ fn byte_order_mark_is_not_part_of_the_first_name() {
     let record = quarry_tests::read_json(&run.join("run.json"));
     assert_eq!(record["schema"][0]["name"], "x");
 }
+
+/// A 1 KiB Parquet file whose footer declares 2·10⁹ rows (issue #23, item 13): `fit` refuses
+/// it from the footer, before reading a row, and a worker given it as a job fails the job
+/// with the reason and keeps serving.
+#[test]
+fn a_parquet_declaring_two_billion_rows_is_refused_before_loading() {
+    let bomb = bad("declares_2e9_rows.parquet");
+    fit_fails_with(&bomb, "y", &["--memory-limit", "1GiB"], "declares 2000000000 rows × 4 columns");
+
+    let Some(tmp) = quarry_tests::cluster::cluster_dir() else { return };
+    let (_server, url) = quarry_tests::cluster::serve_store(tmp.path(), &[]);
+    let mut w = quarry_tests::cluster::worker(&url, tmp.path(), 0, &["--memory-limit", "1GiB"]);
+    let job = quarry_tests::cluster::submit(&url, &bomb, "y", &["--max-trials", "2"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let out = quarry(&["status", "--coordinator", &url, &job]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.starts_with("failed") {
+            assert!(text.contains("too large to load"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not fail: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(w.child.try_wait().unwrap().is_none(), "the worker exited");
+    let data = tmp.path().join("small.csv");
+    quarry_tests::cluster::small_csv(&data);
+    let next = quarry_tests::cluster::submit(&url, &data, "y", &["--max-trials", "2"]);
+    quarry_tests::cluster::wait_completed(&url, &next);
+}

@@ -53,12 +53,18 @@ pub fn prepare_options(spec: &pb::JobSpec) -> Result<PrepareOptions, WorkerError
         metric: Some(spec.metric.clone()).filter(|m| !m.is_empty()),
         overrides,
         group_column: spec.group_column.clone().filter(|g| !g.is_empty()),
+        memory_limit: None,
     })
 }
 
 /// Load, featurize and split a file exactly as `quarry fit` does.
-pub fn prepare_job(path: &Path, spec: &pb::JobSpec, threads: usize) -> Result<JobData, WorkerError> {
-    let opts = prepare_options(spec)?;
+pub fn prepare_job(
+    path: &Path,
+    spec: &pb::JobSpec,
+    threads: usize,
+    memory_limit: Option<u64>,
+) -> Result<JobData, WorkerError> {
+    let opts = PrepareOptions { memory_limit, ..prepare_options(spec)? };
     let prepared = crate::prepare(path, &opts)?;
     let plan = prepared.validation_plan(spec.seed)?;
     let shape = prepared.shape();
@@ -110,7 +116,8 @@ pub(super) async fn job_data(shared: &Arc<Shared>, task: &pb::Task) -> Result<Ar
             let threads = shared.config.threads;
             let memory = shared.memory.clone();
             let prepare = move || {
-                let mut data = prepare_job(&path, &spec, threads)?;
+                let limit = memory.as_ref().map(|b| b.limit());
+                let mut data = prepare_job(&path, &spec, threads, limit)?;
                 if let Some(budget) = memory {
                     data.runner.set_memory_budget(budget);
                 }
