@@ -26,7 +26,11 @@ fn http_router(server: &Server, args: &ServeArgs, store: &std::path::Path) -> ax
     let batch = limits.batch_config(1024, std::time::Duration::from_millis(1));
     let routes =
         http::router(server.clone()).merge(quarry_serving::registry_router(store, batch, limits.limits()));
-    let config = HttpConfig { token: args.token.clone(), max_upload: args.max_upload };
+    let config = HttpConfig {
+        token: args.token.clone(),
+        max_upload: args.max_upload,
+        secure_cookie: args.tls.tls_cert.is_some(),
+    };
     http::protect(routes, &config)
 }
 

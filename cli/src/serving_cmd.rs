@@ -104,7 +104,11 @@ pub fn serve_model(args: ServeModelArgs) -> Result<()> {
     };
     // The coordinator's constant-time token check; the body limit is the router's own
     // (--max-request-body), so the outer one is left open.
-    let protect = quarry_coordinator::http::HttpConfig { token: args.token.clone(), max_upload: u64::MAX };
+    let protect = quarry_coordinator::http::HttpConfig {
+        token: args.token.clone(),
+        max_upload: u64::MAX,
+        secure_cookie: args.tls.tls_cert.is_some(),
+    };
     let router = quarry_coordinator::http::protect(router, &protect);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -144,8 +144,8 @@ where
 }
 
 /// Serves `router` on `listener`, over TLS when `tls` is given, until `shutdown` resolves,
-/// under `limits`: a bounded number of connections, each closed when idle, and HTTP/1 headers
-/// read within the header timeout. (`axum::serve` gives hyper no timer, so hyper's header
+/// under `limits`: a bounded number of connections, each closed when idle, and headers read
+/// within the header timeout (HTTP/1: hyper's; HTTP/2: the keep-alive ping's). (`axum::serve` gives hyper no timer, so hyper's header
 /// timeout never fires there: a client sending half a header held its connection for ever.)
 pub async fn serve_http(
     listener: TcpListener,
@@ -183,7 +183,14 @@ where
 
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.idle_timeout / 3);
+    // hyper has no HTTP/2 header timeout. A client holding a header block open (one
+    // CONTINUATION frame now and then) cannot answer a ping meanwhile, so the ping's timeout
+    // is the header timeout: such a connection is closed `header_timeout` after the ping.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout / 3)
+        .keep_alive_timeout(limits.header_timeout);
     let builder = Arc::new(builder);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();

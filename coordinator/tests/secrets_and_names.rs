@@ -25,7 +25,7 @@ fn redis_passwords_are_redacted() {
 
 #[test]
 fn http_config_debug_hides_the_token() {
-    let c = HttpConfig { token: Some("s3cret-token".into()), max_upload: 10 };
+    let c = HttpConfig { token: Some("s3cret-token".into()), max_upload: 10, secure_cookie: false };
     let text = format!("{c:?}");
     assert!(!text.contains("s3cret-token") && text.contains("redacted"), "{text}");
 }

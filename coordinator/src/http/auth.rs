@@ -1,11 +1,13 @@
 //! `--token` and `--max-upload` as layers over any router.
 //!
 //! A request passes with `Authorization: Bearer TOKEN` or the `quarry_token` cookie, which the
-//! login form (`POST /login`) or a one-off `?token=TOKEN` on a page sets. Without it, API
-//! paths get 401 JSON and pages get 401 with the login form. `/login` and the static assets
-//! stay open (they hold nothing secret).
+//! login form (`POST /login`) sets (`Secure` when the server speaks TLS). The token never goes
+//! in a URL, where it would stay in browser history, proxy logs and `Referer` headers. Without
+//! it, API paths get 401 JSON and pages get 401 with the login form. `/login` and the static
+//! assets stay open (they hold nothing secret); wrong tokens at `/login` are rate-limited.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -32,12 +34,16 @@ pub fn protect(router: Router, config: &HttpConfig) -> Router {
         None => router,
         Some(token) => {
             let token: Arc<str> = Arc::from(token);
-            let t2 = token.clone();
+            let login_state = Arc::new(Login {
+                token: token.clone(),
+                secure: config.secure_cookie,
+                limiter: Mutex::new(Limiter::new(LOGIN_BURST, LOGIN_REFILL)),
+            });
             router
                 .layer(middleware::from_fn(move |req: Request, next: Next| {
                     check_token(token.clone(), req, next)
                 }))
-                .merge(Router::new().route("/login", post(move |form| login(t2.clone(), form))))
+                .merge(Router::new().route("/login", post(move |form| login(login_state.clone(), form))))
         }
     }
 }
@@ -117,38 +123,11 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find_map(|kv| kv.trim().strip_prefix(COOKIE).and_then(|r| r.strip_prefix('=')))
 }
 
-fn query_token(query: Option<&str>) -> Option<String> {
-    let query = query?;
-    query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(percent_decode)
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1]).zip(hex(bytes[i + 2])).map(|(h, l)| h * 16 + l),
-            _ => None,
-        };
-        match decoded {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn set_cookie(token: &str) -> HeaderValue {
+fn set_cookie(token: &str, secure: bool) -> HeaderValue {
+    // Over TLS the browser must never send it over plain HTTP.
+    let secure = if secure { "; Secure" } else { "" };
     // The token is the user's own string: anything a header cannot hold makes no cookie.
-    HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"))
+    HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"))
         .unwrap_or_else(|_| HeaderValue::from_static("quarry_token=; Path=/"))
 }
 
@@ -175,14 +154,6 @@ async fn check_token(token: Arc<str>, req: Request, next: Next) -> Response {
     {
         return next.run(req).await;
     }
-    if let Some(given) = query_token(req.uri().query())
-        && matches(&given, &token)
-    {
-        // Once: keep it in a cookie and drop it from the address bar.
-        let mut resp = Redirect::to(&path).into_response();
-        resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&token));
-        return resp;
-    }
     if is_api(&path) {
         return (
             StatusCode::UNAUTHORIZED,
@@ -203,15 +174,74 @@ struct LoginForm {
     next: String,
 }
 
-async fn login(token: Arc<str>, axum::Form(form): axum::Form<LoginForm>) -> Response {
-    if !matches(&form.token, &token) {
+/// Wrong tokens `/login` takes at once before it slows down, and how often one more is let in
+/// after that: guessing a token by the login form is held to one try a second.
+const LOGIN_BURST: u32 = 10;
+const LOGIN_REFILL: Duration = Duration::from_secs(1);
+
+struct Login {
+    token: Arc<str>,
+    /// The cookie says `Secure` (the server speaks TLS).
+    secure: bool,
+    limiter: Mutex<Limiter>,
+}
+
+/// A token bucket over wrong login attempts, for the whole server: per-client buckets would
+/// let an attacker with many addresses guess faster, and a user locked out by someone else's
+/// guessing still gets in with `Authorization: Bearer`.
+#[derive(Debug)]
+struct Limiter {
+    burst: u32,
+    refill: Duration,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Limiter {
+    fn new(burst: u32, refill: Duration) -> Limiter {
+        Limiter { burst, refill, tokens: f64::from(burst), at: Instant::now() }
+    }
+
+    /// Takes one try; `Err(wait)` when none is left.
+    fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.at);
+        self.at = now;
+        self.tokens =
+            (self.tokens + elapsed.as_secs_f64() / self.refill.as_secs_f64()).min(f64::from(self.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.refill.mul_f64(1.0 - self.tokens))
+        }
+    }
+}
+
+async fn login(state: Arc<Login>, axum::Form(form): axum::Form<LoginForm>) -> Response {
+    // Every try takes from the bucket before the token is compared: a guess that is checked
+    // is a guess spent, right or wrong.
+    let taken = state.limiter.lock().map_or(Ok(()), |mut l| l.try_take(Instant::now()));
+    if let Err(wait) = taken {
+        let secs = wait.as_secs().max(1);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Html(login_page(&form.next, Some(&format!("too many tries; wait {secs} s")))),
+        )
+            .into_response();
+    }
+    if !matches(&form.token, &state.token) {
         return (StatusCode::UNAUTHORIZED, Html(login_page(&form.next, Some("wrong token")))).into_response();
+    }
+    // A right token gives its try back, so a user is never slowed by their own logins.
+    if let Ok(mut l) = state.limiter.lock() {
+        l.tokens = (l.tokens + 1.0).min(f64::from(l.burst));
     }
     // Only a local path: never redirect somewhere else.
     let next =
         if form.next.starts_with('/') && !form.next.starts_with("//") { form.next } else { "/".into() };
     let mut resp = Redirect::to(&next).into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&token));
+    resp.headers_mut().insert(header::SET_COOKIE, set_cookie(&state.token, state.secure));
     resp
 }
 
@@ -220,12 +250,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_tokens_from_cookies_and_queries() {
+    fn reads_tokens_from_cookies() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; quarry_token=s3cret; b=2"));
         assert_eq!(cookie_token(&h), Some("s3cret"));
-        assert_eq!(query_token(Some("x=1&token=a%20b%2")).as_deref(), Some("a b%2"));
-        assert_eq!(query_token(Some("x=1")), None);
         assert!(matches("abc", "abc") && !matches("abd", "abc") && !matches("ab", "abc"));
     }
 
@@ -249,5 +277,29 @@ mod tests {
         // Not a browser (curl, the CLI), or only reading.
         assert!(!cross_site(&Method::POST, &headers(&[host])));
         assert!(!cross_site(&Method::GET, &headers(&[host, ("sec-fetch-site", "cross-site")])));
+    }
+
+    #[test]
+    fn the_login_bucket_lets_a_burst_through_then_one_try_a_second() {
+        let start = Instant::now();
+        let mut l = Limiter::new(3, Duration::from_secs(1));
+        assert!((0..3).all(|_| l.try_take(start).is_ok()));
+        let wait = l.try_take(start).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(1));
+        assert_eq!(l.try_take(start + Duration::from_millis(400)).unwrap_err(), Duration::from_millis(600));
+        assert!(l.try_take(start + Duration::from_millis(1000)).is_ok());
+        assert!(l.try_take(start + Duration::from_millis(1000)).is_err());
+        // A long pause refills only up to the burst.
+        let later = start + Duration::from_secs(3600);
+        assert!((0..3).all(|_| l.try_take(later).is_ok()));
+        assert!(l.try_take(later).is_err());
+    }
+
+    #[test]
+    fn the_cookie_is_secure_only_under_tls() {
+        let plain = set_cookie("t", false);
+        let tls = set_cookie("t", true);
+        assert_eq!(plain.to_str().unwrap(), "quarry_token=t; Path=/; HttpOnly; SameSite=Strict");
+        assert_eq!(tls.to_str().unwrap(), "quarry_token=t; Path=/; HttpOnly; SameSite=Strict; Secure");
     }
 }

@@ -35,6 +35,8 @@ pub struct HttpConfig {
     pub token: Option<String>,
     /// Larger request bodies are refused with 413.
     pub max_upload: u64,
+    /// The login cookie says `Secure` (set when the server speaks TLS).
+    pub secure_cookie: bool,
 }
 
 impl std::fmt::Debug for HttpConfig {
@@ -42,13 +44,14 @@ impl std::fmt::Debug for HttpConfig {
         f.debug_struct("HttpConfig")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_upload", &self.max_upload)
+            .field("secure_cookie", &self.secure_cookie)
             .finish()
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { token: None, max_upload: DEFAULT_MAX_UPLOAD }
+        HttpConfig { token: None, max_upload: DEFAULT_MAX_UPLOAD, secure_cookie: false }
     }
 }
 

@@ -60,12 +60,24 @@ fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<(String, String
 }
 
 fn post(url: &str, headers: &[(&str, &str)], content_type: &str, body: &[u8]) -> (u16, String) {
+    let (status, text, _) = post_with_headers(url, headers, content_type, body);
+    (status, text)
+}
+
+fn post_with_headers(
+    url: &str,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, Vec<(String, String)>) {
     let mut req = agent().post(url).header("Content-Type", content_type);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let mut resp = req.send(body).unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default())
+    let hs =
+        resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default(), hs)
 }
 
 /// A multipart/form-data body: text fields, then the file.
@@ -115,22 +127,36 @@ fn api_escaping_token_and_upload_limit() {
     let (s, body, _) = get(&format!("{http}/"), &[]);
     assert_eq!(s, 401);
     assert!(body.contains("name=\"token\""), "login form expected: {body}");
-    // With it: bearer header, the cookie, or ?token= once (which sets the cookie).
+    // With it: bearer header, or the cookie the login form sets. A token in the URL is not
+    // taken (it would stay in history and logs).
     let (s, body, _) = get(&format!("{http}/api/jobs"), &auth);
     assert_eq!((s, serde_json::from_str::<Value>(&body).unwrap()), (200, json!({ "jobs": [] })));
     let (s, _, headers) = get(&format!("{http}/?token=s3cret"), &[]);
+    assert_eq!(s, 401);
+    assert!(!headers.iter().any(|(k, _)| k == "set-cookie"), "{headers:?}");
+    let form = "application/x-www-form-urlencoded";
+    let (s, _, headers) =
+        post_with_headers(&format!("{http}/login"), &[], form, b"token=s3cret&next=%2Fsubmit");
     assert_eq!(s, 303);
     let cookie = headers.iter().find(|(k, _)| k == "set-cookie").map(|(_, v)| v.clone()).unwrap();
-    assert!(cookie.starts_with("quarry_token=s3cret;") && cookie.contains("HttpOnly"), "{cookie}");
+    assert_eq!(cookie, "quarry_token=s3cret; Path=/; HttpOnly; SameSite=Strict");
+    assert_eq!(headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.as_str()), Some("/submit"));
     assert_eq!(get(&format!("{http}/"), &[("Cookie", "quarry_token=s3cret")]).0, 200);
     assert_eq!(get(&format!("{http}/"), &[("Cookie", "quarry_token=wrong")]).0, 401);
-    let (s, _) = post(
-        &format!("{http}/login"),
-        &[],
-        "application/x-www-form-urlencoded",
-        b"token=s3cret&next=%2Fsubmit",
-    );
-    assert_eq!(s, 303);
+    // Guessing: after a burst of 10 wrong tokens, /login answers 429 (with Retry-After) without
+    // checking, even the right one; the bearer header still works. The bucket refills one try
+    // a second, so a stalled machine may let a few more through: count, do not time.
+    let login = |token: &str| {
+        post_with_headers(&format!("{http}/login"), &[], form, format!("token={token}").as_bytes())
+    };
+    let wrong: Vec<u16> = (0..100).map(|i| login(&format!("guess{i}")).0).take_while(|s| *s != 429).collect();
+    assert!(wrong.len() >= 10 && wrong.len() < 100 && wrong.iter().all(|s| *s == 401), "{wrong:?}");
+    let (s, _, headers) = login("s3cret");
+    assert!(s == 429 || s == 303, "{s}");
+    if s == 429 {
+        assert!(headers.iter().any(|(k, _)| k == "retry-after"), "{headers:?}");
+    }
+    assert_eq!(get(&format!("{http}/api/jobs"), &auth).0, 200);
 
     // Uploads over --max-upload: 413, and no job is created.
     let big = vec![b'1'; 30_000];

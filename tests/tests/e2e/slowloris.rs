@@ -80,3 +80,56 @@ fn idle_grpc_connections_are_closed_and_others_are_served() {
         assert!(closed_within(c, Duration::from_secs(15)), "idle connection {i} still open after 15 s");
     }
 }
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// An HTTP/2 (cleartext) client on the HTTP port that starts a request's headers and sends one
+/// CONTINUATION byte every 1.5 s, never ending them: bytes keep arriving, so the idle timeout
+/// never fires, and hyper has no HTTP/2 header timeout (h2 cuts a header block off after 5
+/// CONTINUATION frames, which a client can spread over minutes). The server's keep-alive ping
+/// cannot be answered mid-header-block (any other frame is a protocol error), so the ping's
+/// timeout ends it: `--header-timeout` after the ping, not hyper's default 20 s.
+#[test]
+fn an_http2_request_whose_headers_never_end_is_closed_by_the_header_timeout() {
+    let Some(tmp) = cluster_dir() else { return };
+    let http = format!("127.0.0.1:{}", quarry_tests::cluster::free_port());
+    let (_server, _url) =
+        serve_store(tmp.path(), &["--http", &http, "--idle-timeout", "3s", "--header-timeout", "2s"]);
+    let mut c = TcpStream::connect(&http).unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    c.write_all(&frame(4, 0, 0, &[])).unwrap();
+    // HEADERS on stream 1 (:method GET, :scheme http, :path /) without END_HEADERS.
+    c.write_all(&frame(1, 0, 1, &[0x82, 0x86, 0x84])).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    let mut next_write = start + Duration::from_millis(1500);
+    let closed_after = loop {
+        // Read (and ignore: settings, pings) until the next write is due; EOF means closed.
+        let left = next_write.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        c.set_read_timeout(Some(left)).unwrap();
+        match c.read(&mut buf) {
+            Ok(0) => break start.elapsed(),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break start.elapsed(),
+        }
+        // One more indexed header field (accept-encoding: gzip, deflate) in a CONTINUATION,
+        // still without END_HEADERS.
+        if c.write_all(&frame(9, 0, 1, &[0x90])).is_err() {
+            break start.elapsed();
+        }
+        next_write += Duration::from_millis(1500);
+        assert!(start.elapsed() < Duration::from_secs(40), "still open after 40 s");
+    };
+    // Ping after 1 s (a third of the idle timeout), closed 2 s later; without the header
+    // timeout on the ping, h2's CONTINUATION count closed it at the sixth frame (9 s), and a
+    // client spacing its frames by the idle timeout held it for minutes.
+    assert!(closed_after < Duration::from_secs(6), "closed only after {closed_after:?}");
+    assert_eq!(get_status(&http, "/api/jobs"), "HTTP/1.1 200 OK");
+}

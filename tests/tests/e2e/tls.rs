@@ -47,6 +47,7 @@ fn agent(ca: &Path) -> ureq::Agent {
     ureq::Agent::config_builder()
         .tls_config(TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(vec![cert]))).build())
         .http_status_as_error(false)
+        .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into()
@@ -135,6 +136,15 @@ fn a_job_runs_over_tls_and_plain_clients_are_refused_clearly() {
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(body["state"], "completed", "{body}");
+    // The login form's cookie over HTTPS is `Secure`: the browser never sends it in clear.
+    let resp = agent(&pki.ca)
+        .post(format!("{https}/login"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(&b"token=s3cret"[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let cookie = resp.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(cookie.starts_with("quarry_token=s3cret;") && cookie.ends_with("; Secure"), "{cookie}");
     // Plain HTTP to the HTTPS port gets no answer.
     let plain = ureq::Agent::config_builder()
         .http_status_as_error(false)
