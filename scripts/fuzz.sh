@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzz target (fuzz/fuzz_targets) for a bounded time with cargo-fuzz / libFuzzer,
-# seeded from the repo's own inputs (tests/data/bad, examples/data, fuzz/seeds). A crash stops
+# seeded from the repo's own inputs (fuzz/corpus, tests/data/bad, tests/data/bundles). The test
+# suite runs the same target bodies (fuzz-targets/) on those seeds and seeded mutations. A crash stops
 # the run with a non-zero exit and leaves the input under fuzz/artifacts/TARGET/: turn it into
 # a regression test, then fix.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET (default 300)] [TARGET...]
@@ -21,14 +22,13 @@ seed() {  # seed TARGET FILES...
     mkdir -p "$dir"
     for f in "$@"; do cp -n "$f" "$dir/$(basename "$(dirname "$f")")-$(basename "$f")" 2>/dev/null || true; done
 }
-csvs=(tests/data/bad/*.csv)
-for d in examples/data/*/; do head -c 4000 "$d/train.csv" > "/tmp/quarry-fuzz-seed-$(basename "$d").csv"; csvs+=("/tmp/quarry-fuzz-seed-$(basename "$d").csv"); done
+csvs=(tests/data/bad/*.csv fuzz/corpus/load_csv/*.csv)
 seed load_csv "${csvs[@]}"
 seed featurize "${csvs[@]}"
 seed bundle_load tests/data/bundles/*.json
-seed infer_json fuzz/seeds/infer_json/*.json
-seed load_parquet fuzz/seeds/load_parquet/*
-mkdir -p "$CORPUS/load_parquet" "$CORPUS/proto_decode"
+seed infer_json fuzz/corpus/infer_json/*
+seed load_parquet fuzz/corpus/load_parquet/*
+seed proto_decode fuzz/corpus/proto_decode/*
 for t in "${TARGETS[@]}"; do
     echo "== $t: ${SECS}s ($(date -u +%FT%TZ), load: $(cut -d' ' -f1-3 /proc/loadavg))"
     log="$CORPUS/$t.log"
