@@ -610,6 +610,123 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, bytes.len() - third);
     }
 
+    fn recs(range: std::ops::RangeInclusive<u32>) -> Vec<Vec<u8>> {
+        range.map(|i| format!("r{i}").into_bytes()).collect()
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_snapshot_rotates_the_log_and_recovery_replays_only_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let mut log = FileLog::open(&path).unwrap();
+        log.recover().unwrap();
+        log.append_batch(&recs(1..=5)).unwrap();
+        log.write_snapshot(5, b"state at 5").unwrap();
+        assert_eq!(log.append_batch(&recs(6..=7)).unwrap(), 7);
+        // The covered segment is gone; appends went to the new one.
+        assert_eq!(files(dir.path()), ["events.log.5", "events.snapshot"]);
+        log.write_snapshot(7, b"state at 7").unwrap();
+        log.append_batch(&recs(8..=8)).unwrap();
+        assert_eq!(files(dir.path()), ["events.log.7", "events.snapshot"]);
+        drop(log);
+        let mut log = FileLog::open(&path).unwrap();
+        let got = log.recover().unwrap();
+        assert_eq!(got.snapshot, Some((7, b"state at 7".to_vec())));
+        assert_eq!(got.records, recs(8..=8));
+        assert_eq!(log.append_batch(&recs(9..=9)).unwrap(), 9);
+    }
+
+    /// Every crash point of `write_snapshot`, replayed on the files it would leave.
+    #[test]
+    fn a_crash_at_any_step_of_a_snapshot_restarts_to_the_same_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let snapshot = dir.path().join("events.snapshot");
+        let mut log = FileLog::open(&path).unwrap();
+        log.recover().unwrap();
+        log.append_batch(&recs(1..=4)).unwrap();
+        drop(log);
+        let recover = || {
+            let mut log = FileLog::open(&path).unwrap();
+            let got = log.recover().unwrap();
+            let seq = log.append_batch(&[]).unwrap();
+            (got.snapshot.map(|s| s.0), got.records, seq)
+        };
+        // 1. Killed while writing the temp file: a torn temp file, ignored and deleted.
+        std::fs::write(dir.path().join("events.snapshot.tmp"), &encode_snapshot(4, b"state")[..10]).unwrap();
+        assert_eq!(recover(), (None, recs(1..=4), 4));
+        assert_eq!(files(dir.path()), ["events.log"]);
+        // 2. Killed after the rename, before the new segment: the old one holds only records
+        // the snapshot covers, and appends go on in it.
+        std::fs::write(&snapshot, encode_snapshot(4, b"state")).unwrap();
+        assert_eq!(recover(), (Some(4), vec![], 4));
+        // 3. Killed after the new segment was created, before the old one was deleted.
+        std::fs::write(dir.path().join("events.log.4"), b"").unwrap();
+        let mut log = FileLog::open_with(&path, true).unwrap();
+        log.recover().unwrap();
+        log.append_batch(&recs(5..=5)).unwrap();
+        drop(log);
+        assert_eq!(files(dir.path()), ["events.log", "events.log.4", "events.snapshot"]);
+        assert_eq!(recover(), (Some(4), recs(5..=5), 5));
+        assert_eq!(files(dir.path()), ["events.log.4", "events.snapshot"]);
+    }
+
+    #[test]
+    fn kept_segments_hold_the_whole_history_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let mut log = FileLog::open_with(&path, true).unwrap();
+        log.recover().unwrap();
+        log.append_batch(&recs(1..=3)).unwrap();
+        log.write_snapshot(3, b"s3").unwrap();
+        log.append_batch(&recs(4..=6)).unwrap();
+        log.write_snapshot(5, b"s5").unwrap();
+        log.append_batch(&recs(7..=7)).unwrap();
+        drop(log);
+        assert_eq!(files(dir.path()), ["events.log", "events.log.3", "events.log.6", "events.snapshot"]);
+        let mut all = Vec::new();
+        for name in ["events.log", "events.log.3", "events.log.6"] {
+            let f = File::open(dir.path().join(name)).unwrap();
+            all.extend(read_records(&f, &dir.path().join(name)).unwrap().0);
+        }
+        assert_eq!(all, recs(1..=7));
+        // A snapshot inside a segment (5, in the one starting at 3): its tail is 6 and 7.
+        let got = FileLog::open_with(&path, true).unwrap().recover().unwrap();
+        assert_eq!((got.snapshot.map(|s| s.0), got.records), (Some(5), recs(6..=7)));
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_and_nothing_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let mut log = FileLog::open(&path).unwrap();
+        log.recover().unwrap();
+        log.append_batch(&recs(1..=3)).unwrap();
+        log.write_snapshot(3, b"the state").unwrap();
+        log.append_batch(&recs(4..=4)).unwrap();
+        drop(log);
+        let snapshot = dir.path().join("events.snapshot");
+        let mut bytes = std::fs::read(&snapshot).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&snapshot, &bytes).unwrap();
+        let err = FileLog::open(&path).unwrap().recover().unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert!(!err.is_transient());
+        // A snapshot cut short is refused too.
+        std::fs::write(&snapshot, &bytes[..bytes.len() - 3]).unwrap();
+        let err = FileLog::open(&path).unwrap().recover().unwrap_err();
+        assert!(err.to_string().contains("state snapshot"), "{err}");
+        assert_eq!(files(dir.path()), ["events.log.3", "events.snapshot"]);
+    }
+
     #[test]
     fn transient_errors_are_io_and_redis() {
         let io = LogError::Io { path: "x".into(), source: std::io::Error::other("full") };
