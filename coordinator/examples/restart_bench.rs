@@ -42,7 +42,9 @@ fn synthesize(events: u64, logs: &mut [(Box<dyn EventLog>, u64)]) -> (u64, u64) 
         task: "binary".into(),
         metric: "roc_auc".into(),
         n_folds: 3,
-        families: ["gbdt", "random_forest", "extra_trees", "linear", "knn", "naive_bayes"].map(String::from).to_vec(),
+        families: ["gbdt", "random_forest", "extra_trees", "linear", "knn", "naive_bayes"]
+            .map(String::from)
+            .to_vec(),
     };
     let spec = |k: u64| JobSpec {
         dataset_hash: format!("{k:064x}"),
@@ -69,7 +71,7 @@ fn synthesize(events: u64, logs: &mut [(Box<dyn EventLog>, u64)]) -> (u64, u64) 
             None => {
                 c.create_job(spec(c.jobs().count() as u64), now).unwrap();
             }
-            Some(task) if step % 20 == 0 => {
+            Some(task) if step.is_multiple_of(20) => {
                 // Expires and is retried.
                 c.fail(task.token, "lease expired", now).unwrap();
             }
@@ -93,7 +95,11 @@ fn synthesize(events: u64, logs: &mut [(Box<dyn EventLog>, u64)]) -> (u64, u64) 
                 };
                 let artifacts = ["oof.bin", "fold0.json", "fold1.json"]
                     .iter()
-                    .map(|n| Artifact { name: (*n).into(), hash: format!("{:064x}", step * 3 + n.len() as u64), size: 4096 })
+                    .map(|n| Artifact {
+                        name: (*n).into(),
+                        hash: format!("{:064x}", step * 3 + n.len() as u64),
+                        size: 4096,
+                    })
                     .collect();
                 c.complete(task.token, result, artifacts, now).unwrap();
             }
@@ -125,13 +131,15 @@ fn main() {
     let tag = std::process::id();
     let (snap_name, full_name) = (format!("bench-snap-{tag}"), format!("bench-full-{tag}"));
     let t = Instant::now();
-    let mut logs = vec![(open(&kind, dir.path(), &snap_name), every), (open(&kind, dir.path(), &full_name), 0)];
+    let mut logs =
+        vec![(open(&kind, dir.path(), &snap_name), every), (open(&kind, dir.path(), &full_name), 0)];
     let (written, trials) = synthesize(events, &mut logs);
     drop(logs);
     eprintln!("{kind}: wrote {written} events ({trials} trials) in {:.1} s", t.elapsed().as_secs_f64());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut dumps = Vec::new();
-    for (name, label) in [(&snap_name, format!("snapshot every {every}")), (&full_name, "no snapshot".into())] {
+    for (name, label) in [(&snap_name, format!("snapshot every {every}")), (&full_name, "no snapshot".into())]
+    {
         let blobs = BlobStore::open(&dir.path().join("blobs")).unwrap();
         let log = open(&kind, dir.path(), name);
         let t = Instant::now();

@@ -476,7 +476,10 @@ mod snapshots {
     /// that complete, fail or expire, cancellations, retirements, blobs shared between
     /// trials), returning every event and, at a random point, the live state's snapshot and
     /// the number of events it covers.
-    fn random_history(seed: u64) -> (Vec<Event>, Option<(usize, Vec<u8>)>, Coordinator) {
+    /// The events a snapshot covers and the encoded snapshot.
+    type Taken = Option<(usize, Vec<u8>)>;
+
+    fn random_history(seed: u64) -> (Vec<Event>, Taken, Coordinator) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let start = Now::system();
         let mut c = Coordinator::new(TTL);
