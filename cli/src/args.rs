@@ -137,8 +137,8 @@ pub struct ServeArgs {
     pub keep_rotated_log: bool,
     /// A finished job keeps its trials' artifacts and progress curves this long (its
     /// leaderboard and final model stay); `never` keeps them forever.
-    #[arg(long, value_parser = parse_retention, default_value = "7d")]
-    pub retain_finished: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_retention, default_value = "7d")]
+    pub retain_finished: Retention,
     /// TLS for both the gRPC and the HTTP listener.
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
@@ -322,9 +322,14 @@ pub struct EvaluateArgs {
     pub data: PathBuf,
 }
 
+/// How long something is kept: `None` is forever. A type of its own, as clap reads a bare
+/// `Option` field as "the flag may be absent".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention(pub Option<Duration>);
+
 /// A duration, or `never`.
-fn parse_retention(s: &str) -> Result<Option<Duration>, String> {
-    if s.trim() == "never" { Ok(None) } else { parse_duration(s).map(Some) }
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s.trim() == "never" { Ok(Retention(None)) } else { parse_duration(s).map(|d| Retention(Some(d))) }
 }
 
 /// `90`, `90s`, `5m`, `1h`, `1h30m`, `7d`.
@@ -371,8 +376,8 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
-        assert_eq!(parse_retention("never"), Ok(None));
-        assert_eq!(parse_retention("1h"), Ok(Some(Duration::from_secs(3600))));
+        assert_eq!(parse_retention("never"), Ok(Retention(None)));
+        assert_eq!(parse_retention("1h"), Ok(Retention(Some(Duration::from_secs(3600)))));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0s").is_err());
     }

@@ -67,7 +67,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         server.set_max_upload(args.max_upload);
         server.set_max_blob(args.max_blob);
-        server.set_retain_finished(args.retain_finished);
+        server.set_retain_finished(args.retain_finished.0);
         server.set_snapshot_every(args.snapshot_every);
         let listener = tokio::net::TcpListener::bind(&args.grpc)
             .await

@@ -124,18 +124,20 @@ fn killing_a_worker_mid_trial_loses_no_trial() {
     assert_eq!(trial_ids(&leaderboard(&run)), (1..=16).collect::<Vec<_>>());
 }
 
-/// Kills the coordinator mid-job and restarts it on the same store and port.
+/// Kills the coordinator mid-job and restarts it on the same store and port. It snapshots
+/// every few events, so the restart loads a snapshot and replays only the log's tail.
 fn coordinator_restart(store_args: &[&str], tmp: &Path) {
     let port = free_port();
     let grpc = format!("127.0.0.1:{port}");
-    let (mut server, url) = serve(store_args, &grpc, &[], &tmp.join("serve1.log"));
+    let snapshots = ["--snapshot-every", "7"];
+    let (mut server, url) = serve(store_args, &grpc, &snapshots, &tmp.join("serve1.log"));
     let _workers: Vec<Proc> = (0..2).map(|n| worker(&url, tmp, n, &[])).collect();
     let job =
         submit(&url, &example("cars/train.csv"), "Miles_per_Gallon", &["--max-trials", "16", "--seed", "5"]);
     wait_for(&url, &job, Duration::from_secs(300), |_, n| n >= 4);
     let before = quarry_ok(&["leaderboard", "--coordinator", &url, &job]);
     server.kill();
-    let (_server, url) = serve(store_args, &grpc, &[], &tmp.join("serve2.log"));
+    let (_server, url) = serve(store_args, &grpc, &snapshots, &tmp.join("serve2.log"));
     wait_completed(&url, &job);
     let run = tmp.join("run");
     quarry_ok(&["download", "--coordinator", &url, &job, "--out", run.to_str().unwrap()]);
@@ -159,6 +161,9 @@ fn coordinator_restart_on_a_file_store_resumes_the_job() {
     let Some(tmp) = cluster_dir() else { return };
     let store = tmp.path().join("store");
     coordinator_restart(&["--store", store.to_str().unwrap()], tmp.path());
+    // The job went through snapshots and rotation: the first segment is gone.
+    assert!(store.join("events.snapshot").is_file());
+    assert!(!store.join("events.log").exists());
 }
 
 #[test]
