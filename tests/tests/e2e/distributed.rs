@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use quarry_tests::cluster::{
-    LeaseCluster, Proc, cluster_dir, free_port, leaderboard, lease_cluster, read, redis_xlen, serve,
-    serve_store, start_redis, submit, trial_ids, wait_completed, wait_for, worker,
+    LeaseCluster, Proc, cluster_dir, free_port, leaderboard, lease_cluster, read, redis_integer, redis_xlen,
+    serve, serve_store, start_redis, submit, trial_ids, wait_completed, wait_for, worker,
 };
 use quarry_tests::{example, quarry, quarry_ok, read_json};
 use serde_json::Value;
@@ -174,9 +174,11 @@ fn coordinator_restart_on_redis_resumes_the_job() {
     let url = format!("redis://127.0.0.1:{port}/");
     let blobs = tmp.path().join("store");
     coordinator_restart(&["--redis", &url, "--store", blobs.to_str().unwrap()], tmp.path());
-    // The job state really lived in Redis: the stream holds the events, and no file log exists.
+    // The job state really lived in Redis: a snapshot, the stream trimmed to the events after
+    // it, and no file log.
+    assert_eq!(redis_integer(port, &["EXISTS", "quarry:coordinator:snapshot"]), 1);
     let events = redis_xlen(port, "quarry:coordinator:events");
-    assert!(events > 16 * 2, "only {events} events in the Redis stream");
+    assert!(events < 16 * 2, "{events} events in the Redis stream after its snapshots");
     assert!(!blobs.join("events.log").exists(), "--redis still wrote a file log");
     drop(redis);
 }
