@@ -14,6 +14,10 @@ process is brought back, and the campaign waits for every job to end and checks:
    issued for that task and not yet released or answered;
 4. no trial id appears twice in a job's leaderboard.
 
+The coordinator runs with a small --snapshot-every and --keep-rotated-log: every restart goes
+through a snapshot and the log's tail, while the checks read the whole history (the rotated
+segments, or the untrimmed stream).
+
 Every process listens on loopback only. Usage:
     python3 bench/chaos.py --quarry target/release/quarry --minutes 30 --seed 1 [--backend redis|file]
 Prints a JSON summary (runs, kills by kind, violations) and exits 1 on any violation.
@@ -128,7 +132,21 @@ def resp_command(port, *args):
 
 
 def read_file_log(path):
-    """Records of a FileLog: [len u32 LE][crc32 u32 LE][payload]; a torn tail is ignored."""
+    """Records of a FileLog: [len u32 LE][crc32 u32 LE][payload]; a torn tail is ignored.
+    With --keep-rotated-log the history is `events.log` then `events.log.<N>` (N: the records
+    before the segment's first), read in order of N."""
+    path = Path(path)
+    segments = sorted((int(p.name.rsplit(".", 1)[1]), p) for p in path.parent.glob(path.name + ".*")
+                      if p.name.rsplit(".", 1)[1].isdigit())
+    out = read_segment(path) if path.exists() else []
+    for base, seg in segments:
+        if base != len(out):
+            raise RuntimeError(f"log segment {seg.name} starts after record {base}, but {len(out)} came before it")
+        out += read_segment(seg)
+    return out
+
+
+def read_segment(path):
     import zlib
     data = Path(path).read_bytes() if Path(path).exists() else b""
     out, at = [], 0
@@ -228,6 +246,8 @@ def main():
     ap.add_argument("--out", help="keep logs here (default: a temporary folder, removed on success)")
     ap.add_argument("--mean-gap", type=float, default=4.0, help="mean seconds between faults")
     ap.add_argument("--disk", default="1g", help="size of the store's tmpfs (the jobs' blobs live there)")
+    ap.add_argument("--snapshot-every", type=int, default=200,
+                    help="quarry serve --snapshot-every: small, so snapshots and rotation happen under kills")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     quarry = str(Path(a.quarry).resolve())
@@ -243,7 +263,9 @@ def main():
     url = f"http://127.0.0.1:{grpc}"
     redis = None
     serve_args = [quarry, "serve", "--grpc", f"127.0.0.1:{grpc}", "--http", f"127.0.0.1:{http}",
-                  "--store", str(store), "--lease-ttl", "5s"]
+                  "--store", str(store), "--lease-ttl", "5s",
+                  # Snapshots often, and the rotated log kept: the checks below read every record.
+                  "--snapshot-every", str(a.snapshot_every), "--keep-rotated-log"]
     if a.backend == "redis":
         rdir = work / "redis"
         rdir.mkdir(exist_ok=True)

@@ -127,6 +127,18 @@ pub struct ServeArgs {
     /// An HTTP request's headers must arrive within this long.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub header_timeout: Duration,
+    /// Write a state snapshot every N events and let go of the log before it, so a restart
+    /// replays at most about N events (0: never).
+    #[arg(long, value_name = "N", default_value_t = quarry_coordinator::grpc::DEFAULT_SNAPSHOT_EVERY)]
+    pub snapshot_every: u64,
+    /// Keep the log a snapshot covers (rotated `events.log.<N>` segments; with --redis, the
+    /// stream's entries) instead of deleting it: the full history for audits and bench/chaos.py.
+    #[arg(long)]
+    pub keep_rotated_log: bool,
+    /// A finished job keeps its trials' artifacts and progress curves this long (its
+    /// leaderboard and final model stay); `never` keeps them forever.
+    #[arg(long, value_name = "DURATION", value_parser = parse_retention, default_value = "7d")]
+    pub retain_finished: Retention,
     /// TLS for both the gRPC and the HTTP listener.
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
@@ -310,7 +322,17 @@ pub struct EvaluateArgs {
     pub data: PathBuf,
 }
 
-/// `90`, `90s`, `5m`, `1h`, `1h30m`.
+/// How long something is kept: `None` is forever. A type of its own, as clap reads a bare
+/// `Option` field as "the flag may be absent".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention(pub Option<Duration>);
+
+/// A duration, or `never`.
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s.trim() == "never" { Ok(Retention(None)) } else { parse_duration(s).map(|d| Retention(Some(d))) }
+}
+
+/// `90`, `90s`, `5m`, `1h`, `1h30m`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -327,7 +349,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             's' => 1.0,
             'm' => 60.0,
             'h' => 3600.0,
-            _ => return Err(format!("{s:?}: unknown unit {c:?} (use s, m or h)")),
+            'd' => 86400.0,
+            _ => return Err(format!("{s:?}: unknown unit {c:?} (use s, m, h or d)")),
         };
         let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s or 5m"))?;
         total += n * unit;
@@ -352,6 +375,9 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_retention("never"), Ok(Retention(None)));
+        assert_eq!(parse_retention("1h"), Ok(Retention(Some(Duration::from_secs(3600)))));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0s").is_err());
     }

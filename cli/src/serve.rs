@@ -49,6 +49,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let (log, last_epoch, log_id): (Box<dyn EventLog>, u64, String) = match &args.redis {
             Some(url) => {
                 let mut log = RedisLog::open(url, "coordinator")?;
+                log.keep_rotated(args.keep_rotated_log);
                 log.check_durability(args.redis_unsafe)?;
                 let last = log.claim(&lock, args.redis_unsafe)?;
                 let id = log.id();
@@ -56,7 +57,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
             None => {
                 let last = lock.last_epoch().epoch;
-                (Box::new(FileLog::open(&store.join("events.log"))?), last, "file".into())
+                let log = FileLog::open_with(&store.join("events.log"), args.keep_rotated_log)?;
+                (Box::new(log), last, "file".into())
             }
         };
         let server = Server::start_at(log, blobs, args.lease_ttl, last_epoch + 1)?;
@@ -69,6 +71,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         server.set_max_upload(args.max_upload);
         server.set_max_blob(args.max_blob);
+        server.set_retain_finished(args.retain_finished.0);
+        server.set_snapshot_every(args.snapshot_every);
         let listener = tokio::net::TcpListener::bind(&args.grpc)
             .await
             .with_context(|| format!("binding --grpc {}", args.grpc))?;

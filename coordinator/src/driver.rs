@@ -40,6 +40,24 @@ pub struct DriverConfig {
     pub deterministic: bool,
 }
 
+/// A finished job's driver as plain data ([`SearchDriver::to_summary`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DriverSummary {
+    issued: u64,
+    closed: bool,
+    told_upto: u64,
+    in_flight: Vec<TrialSpec>,
+    board: Vec<BoardEntry>,
+    best_idx: Option<usize>,
+}
+
+/// A leaderboard entry with the field its own serialization skips.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct BoardEntry {
+    entry: LeaderboardEntry,
+    rounds: Option<usize>,
+}
+
 /// What the caller should do next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
@@ -246,6 +264,34 @@ impl SearchDriver {
         let mut board = self.board.clone();
         rank(&mut board, self.config.metric);
         board
+    }
+
+    /// What a finished job's driver still answers (the board, issued and in-flight trials),
+    /// as plain data for a state snapshot. The searcher's and scheduler's state are left out:
+    /// a finished job never asks them again.
+    pub fn to_summary(&self) -> DriverSummary {
+        DriverSummary {
+            issued: self.issued,
+            closed: self.closed,
+            told_upto: self.told_upto,
+            in_flight: self.in_flight.values().cloned().collect(),
+            board: self.board.iter().map(|e| BoardEntry { rounds: e.rounds, entry: e.clone() }).collect(),
+            best_idx: self.best_idx,
+        }
+    }
+
+    /// A driver that answers like the one `summary` was taken of, with a fresh searcher (for
+    /// finished jobs only: its suggestions would not continue the old ones).
+    pub fn from_summary(config: DriverConfig, summary: DriverSummary) -> Result<SearchDriver, JobError> {
+        let mut d = SearchDriver::new(config)?;
+        d.issued = summary.issued;
+        d.closed = summary.closed;
+        d.told_upto = summary.told_upto;
+        d.in_flight = summary.in_flight.into_iter().map(|s| (s.id.0, s)).collect();
+        d.board =
+            summary.board.into_iter().map(|b| LeaderboardEntry { rounds: b.rounds, ..b.entry }).collect();
+        d.best_idx = summary.best_idx.filter(|&b| b < d.board.len());
+        Ok(d)
     }
 
     pub fn into_leaderboard(self) -> Vec<LeaderboardEntry> {

@@ -71,12 +71,73 @@ impl KeepSet {
         kept.into_items().collect()
     }
 
+    /// Empties the set (a retired job's trials are no longer ensemble candidates); returns
+    /// every artifact it held.
+    pub fn clear(&mut self) -> Vec<Artifact> {
+        let kept = std::mem::take(&mut self.kept);
+        let waiting = std::mem::take(&mut self.waiting);
+        kept.into_items()
+            .flat_map(|(_, a)| a)
+            .chain(waiting.into_values().flatten().flat_map(|c| c.artifacts))
+            .collect()
+    }
+
+    /// The set as plain data, for a state snapshot.
+    pub fn to_snapshot(&self) -> KeepSnapshot {
+        let entry = |id: u64, family: &str, loss: f64, artifacts: &[Artifact]| KeptEntry {
+            id,
+            family: family.to_string(),
+            loss,
+            artifacts: artifacts.to_vec(),
+        };
+        KeepSnapshot {
+            kept: self.kept.candidates().map(|(id, f, l, a)| entry(id.0, f, l, a)).collect(),
+            waiting: self
+                .waiting
+                .iter()
+                .map(|(id, c)| (*id, c.as_ref().map(|c| entry(*id, &c.family, c.loss, &c.artifacts))))
+                .collect(),
+            considered: self.considered,
+        }
+    }
+
+    pub fn from_snapshot(s: KeepSnapshot) -> KeepSet {
+        let mut kept = quarry_search::KeepSet::default();
+        for e in s.kept {
+            kept.insert(TrialId(e.id), &e.family, e.loss, e.artifacts);
+        }
+        let waiting = s
+            .waiting
+            .into_iter()
+            .map(|(id, e)| {
+                (id, e.map(|e| Candidate { loss: e.loss, family: e.family, artifacts: e.artifacts }))
+            })
+            .collect();
+        KeepSet { kept, waiting, considered: s.considered }
+    }
+
     pub fn artifacts(&self) -> impl Iterator<Item = &Artifact> {
         self.kept
             .iter()
             .flat_map(|(_, a)| a.iter())
             .chain(self.waiting.values().flatten().flat_map(|c| c.artifacts.iter()))
     }
+}
+
+/// A [`KeepSet`] as plain data (state snapshots).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeepSnapshot {
+    kept: Vec<KeptEntry>,
+    waiting: Vec<(u64, Option<KeptEntry>)>,
+    considered: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct KeptEntry {
+    id: u64,
+    family: String,
+    loss: f64,
+    artifacts: Vec<Artifact>,
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub mod state;
 
 pub use driver::{DETERMINISM_WINDOW, DriverConfig, Next, SearchDriver};
 pub use keep::{KEEP_PER_FAMILY, KEEP_TOP, KeepSet};
-pub use log::{EventLog, FileLog, LogError, MemoryLog};
+pub use log::{EventLog, FileLog, LogError, MemoryLog, Recovered};
 
 pub use job::rank;
 

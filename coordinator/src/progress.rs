@@ -1,6 +1,7 @@
 //! Per-round validation losses that workers report for running trials (learning / rung
 //! curves for the dashboard). Kept in memory only: they are a view, not state, so they are
-//! not logged and a restarted coordinator shows curves only for trials run since.
+//! not logged and a restarted coordinator shows curves only for trials run since. A retired job
+//! (`--retain-finished`) loses its curves.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,8 +9,8 @@ use std::sync::Mutex;
 /// Points kept per trial; past this, every other point is dropped (the curve keeps its shape).
 const MAX_POINTS: usize = 256;
 
-/// `(resource, loss)` points per (job, trial).
-type Curves = HashMap<(String, u64), Vec<(u64, f64)>>;
+/// `(resource, loss)` points per job and trial.
+type Curves = HashMap<String, HashMap<u64, Vec<(u64, f64)>>>;
 
 #[derive(Debug, Default)]
 pub struct ProgressLog {
@@ -22,7 +23,7 @@ impl ProgressLog {
             return;
         }
         let mut curves = self.curves.lock().unwrap_or_else(|p| p.into_inner());
-        let curve = curves.entry((job.to_string(), trial)).or_default();
+        let curve = curves.entry(job.to_string()).or_default().entry(trial).or_default();
         if curve.last().is_some_and(|&(r, _)| r >= resource) {
             return;
         }
@@ -39,7 +40,12 @@ impl ProgressLog {
     /// `(resource, loss)` points of one trial, in resource order.
     pub fn curve(&self, job: &str, trial: u64) -> Vec<(u64, f64)> {
         let curves = self.curves.lock().unwrap_or_else(|p| p.into_inner());
-        curves.get(&(job.to_string(), trial)).cloned().unwrap_or_default()
+        curves.get(job).and_then(|c| c.get(&trial)).cloned().unwrap_or_default()
+    }
+
+    /// Drops a job's curves (it was retired: `--retain-finished`).
+    pub fn forget(&self, job: &str) {
+        self.curves.lock().unwrap_or_else(|p| p.into_inner()).remove(job);
     }
 }
 
@@ -61,5 +67,9 @@ mod tests {
         assert_eq!(c.last().map(|p| p.0), Some(1000));
         assert!(c.windows(2).all(|w| w[0].0 < w[1].0));
         assert!(log.curve("j", 2).is_empty());
+        log.record("k", 1, 1, 0.5);
+        log.forget("j");
+        assert!(log.curve("j", 1).is_empty());
+        assert_eq!(log.curve("k", 1), vec![(1, 0.5)]);
     }
 }

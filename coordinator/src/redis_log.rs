@@ -18,6 +18,11 @@
 //! equal plus the batch, it landed before the answer was lost and is not sent twice; anything
 //! else means the server lost acknowledged writes (`LogError::Diverged`).
 //!
+//! Snapshots: the state at sequence N is `SET` in `quarry:<name>:snapshot` (checksummed) and
+//! the stream `XTRIM`med below N + 1 in one `MULTI`/`EXEC`, so no crash separates them;
+//! recovery reads the snapshot and the entries after N, and `XLEN` checks count the trimmed
+//! entries.
+//!
 //! Ownership: [`RedisLog::claim`] takes the owner key (`SET NX` with a short expiry, renewed by
 //! [`EventLog::keep_alive`]), so a second coordinator on another host is refused naming the
 //! holder; the epoch key keeps the lease-token epoch (`state::epoch_of`).
@@ -26,7 +31,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use crate::log::{EventLog, LogError, MAX_RECORD};
+use crate::log::{EventLog, LogError, MAX_RECORD, Recovered, decode_snapshot, encode_snapshot};
 use crate::owner::{EpochRecord, Owner, StoreLock};
 
 pub struct RedisLog {
@@ -42,6 +47,11 @@ pub struct RedisLog {
     wait_aof: bool,
     /// The owner key's value while this log holds it.
     owner: Option<String>,
+    /// Entries below the snapshot that `XTRIM` removed: `XLEN` + this = the records written.
+    trimmed: u64,
+    /// Keep entries a snapshot covers instead of trimming them (the fault campaign reads the
+    /// whole stream).
+    keep_rotated: bool,
     /// Set by every reconnect: the next append first checks that the stream still holds every
     /// record made durable (a Redis restarted without its data would otherwise take the next
     /// ids and hide the gap).
@@ -142,8 +152,19 @@ impl RedisLog {
             seq: 0,
             wait_aof: false,
             owner: None,
+            trimmed: 0,
+            keep_rotated: false,
             verify: false,
         })
+    }
+
+    /// Keep the entries a snapshot covers in the stream instead of trimming them.
+    pub fn keep_rotated(&mut self, keep: bool) {
+        self.keep_rotated = keep;
+    }
+
+    fn snapshot_key(&self) -> String {
+        format!("{}:snapshot", self.base)
     }
 
     /// Which log this is, for the store's epoch record: the redacted URL and the stream.
@@ -336,7 +357,7 @@ impl EventLog for RedisLog {
         let reconnecting = self.con.is_none() || self.verify;
         let key = self.key.clone();
         let wait_aof = self.wait_aof;
-        let (seq, n) = (self.seq, records.len() as u64);
+        let (seq, n, trimmed) = (self.seq, records.len() as u64, self.trimmed);
         let transient = |e: redis::RedisError| {
             if is_id_refusal(&e) {
                 LogError::Diverged {
@@ -356,6 +377,7 @@ impl EventLog for RedisLog {
             let mut sent = true;
             if reconnecting {
                 let len: u64 = redis::cmd("XLEN").arg(&key).query(con).map_err(transient)?;
+                let len = len + trimmed;
                 if len == seq + n {
                     sent = false;
                 } else if len != seq {
@@ -444,8 +466,75 @@ impl EventLog for RedisLog {
     }
 
     fn replay(&mut self) -> Result<Vec<Vec<u8>>, LogError> {
+        Ok(self.recover()?.records)
+    }
+
+    fn recover(&mut self) -> Result<Recovered, LogError> {
+        let snapshot_key = self.snapshot_key();
+        let stored: Option<Vec<u8>> =
+            redis::cmd("GET").arg(&snapshot_key).query(self.connection()?).map_err(|e| self.err(e))?;
+        let snapshot = match stored {
+            Some(bytes) => {
+                let (seq, state) = decode_snapshot(&bytes).map_err(|why| LogError::Snapshot {
+                    path: format!("{} {snapshot_key}", self.url),
+                    why,
+                })?;
+                Some((seq, state.to_vec()))
+            }
+            None => None,
+        };
+        let covered = snapshot.as_ref().map_or(0, |s| s.0);
+        let records = self.read_after(covered)?;
+        let len: u64 =
+            redis::cmd("XLEN").arg(&self.key).query(self.connection()?).map_err(|e| self.err(e))?;
+        self.trimmed = self.seq.saturating_sub(len);
+        Ok(Recovered { snapshot, records })
+    }
+
+    fn write_snapshot(&mut self, seq: u64, state: &[u8]) -> Result<(), LogError> {
+        let bytes = encode_snapshot(seq, state);
+        // One transaction: the snapshot and the trim land together or not at all, so no crash
+        // leaves a trimmed stream without the snapshot that covers it.
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("SET").arg(self.snapshot_key()).arg(bytes).ignore();
+        if !self.keep_rotated {
+            pipe.cmd("XTRIM").arg(&self.key).arg("MINID").arg("=").arg(format!("{}-0", seq + 1)).ignore();
+        }
+        let wait_aof = self.wait_aof;
+        let key = self.key.clone();
+        let result = (|| {
+            let con = self.connection()?;
+            let () = pipe
+                .query(con)
+                .map_err(|e| LogError::Redis { url: String::new(), message: e.to_string() })?;
+            if wait_aof {
+                Self::wait_for_aof(con).map_err(|message| LogError::Redis { url: String::new(), message })?;
+            }
+            let len: u64 = redis::cmd("XLEN")
+                .arg(&key)
+                .query(con)
+                .map_err(|e| LogError::Redis { url: String::new(), message: e.to_string() })?;
+            Ok(len)
+        })();
+        match result {
+            Ok(len) => {
+                self.trimmed = self.seq.saturating_sub(len);
+                Ok(())
+            }
+            Err(LogError::Redis { message, .. }) => {
+                self.con = None;
+                Err(self.err(message))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl RedisLog {
+    /// The stream's entries after `covered`, checking that their ids run on from it.
+    fn read_after(&mut self, covered: u64) -> Result<Vec<Vec<u8>>, LogError> {
         let mut out = Vec::new();
-        let mut start = "-".to_string();
+        let mut start = format!("{}-0", covered + 1);
         loop {
             let page: Value = redis::cmd("XRANGE")
                 .arg(&self.key)
@@ -472,13 +561,13 @@ impl EventLog for RedisLog {
                     .and_then(|kv| kv.get(1).and_then(bulk))
                     .ok_or_else(|| self.err("a stream entry has no event field"))?;
                 let id = String::from_utf8_lossy(id).into_owned();
-                let expected = format!("{}-0", out.len() + 1);
+                let expected = format!("{}-0", covered + out.len() as u64 + 1);
                 if id != expected {
                     return Err(LogError::Diverged {
                         log: self.key.clone(),
                         message: format!(
                             "stream entry {} has id {id}, not {expected}: a gap (Redis lost writes) or another writer (or a quarry from before entry ids were sequence numbers)",
-                            out.len() + 1
+                            covered + out.len() as u64 + 1
                         ),
                     });
                 }
@@ -491,7 +580,7 @@ impl EventLog for RedisLog {
                 _ => break,
             }
         }
-        self.seq = out.len() as u64;
+        self.seq = covered + out.len() as u64;
         Ok(out)
     }
 }

@@ -87,6 +87,12 @@ impl<T> KeepSet<T> {
         self.kept.remove(&id).map(|c| c.item)
     }
 
+    /// The kept candidates by id, with the family and loss they were offered with (what
+    /// [`KeepSet::insert`] takes to rebuild the set).
+    pub fn candidates(&self) -> impl Iterator<Item = (TrialId, &str, f64, &T)> {
+        self.kept.iter().map(|(id, c)| (*id, c.family.as_str(), c.loss, &c.item))
+    }
+
     /// The kept candidates by id.
     pub fn iter(&self) -> impl Iterator<Item = (TrialId, &T)> {
         self.kept.iter().map(|(id, c)| (*id, &c.item))

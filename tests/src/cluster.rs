@@ -252,10 +252,19 @@ pub fn redis_server_binary() -> Option<std::path::PathBuf> {
 
 /// The stream's length, by a raw RESP `XLEN` (no client library needed in this crate).
 pub fn redis_xlen(port: u16, key: &str) -> i64 {
+    redis_integer(port, &["XLEN", key])
+}
+
+/// A command with an integer answer (`XLEN`, `EXISTS`, …), sent as raw RESP.
+pub fn redis_integer(port: u16, args: &[&str]) -> i64 {
     use std::io::{Read, Write};
     let mut con = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(con, "*2\r\n$4\r\nXLEN\r\n${}\r\n{key}\r\n", key.len()).unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    con.write_all(request.as_bytes()).unwrap();
     let mut buf = [0u8; 64];
     let n = con.read(&mut buf).unwrap();
     let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -263,7 +272,7 @@ pub fn redis_xlen(port: u16, key: &str) -> i64 {
         .trim()
         .strip_prefix(':')
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("XLEN answered {reply:?}"))
+        .unwrap_or_else(|| panic!("{} answered {reply:?}", args.first().copied().unwrap_or_default()))
 }
 
 /// Starts `redis-server` on `port` with its files in `dir` (append-only file on when `aof`,

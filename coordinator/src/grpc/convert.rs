@@ -159,6 +159,7 @@ pub(super) fn job_events(c: &Coordinator, events: &[Event]) -> Vec<(String, pb::
             | Event::FinalizeQueued { job }
             | Event::JobFailed { job, .. }
             | Event::JobCancelled { job, .. }
+            | Event::JobRetired { job, .. }
             | Event::Leased { job, .. }
             | Event::Released { job, .. }
             | Event::Prepared { job, .. }

@@ -30,7 +30,7 @@ use tonic::{Status, Streaming};
 
 use crate::blobs::{BlobError, BlobStore};
 use crate::log::{EventLog, KEEP_ALIVE, LogError};
-use crate::state::{Coordinator, Event, JobSpec, Now, StateError};
+use crate::state::{Coordinator, Event, JobSpec, Now, Snapshot, StateError};
 use convert::job_events;
 
 /// The default `--max-blob`: the largest artifact (fold models, a run folder's file) a worker
@@ -53,9 +53,28 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What the log thread is handed, in apply order.
+enum LogMsg {
+    Records(Vec<Vec<u8>>),
+    /// The state after record `seq`, to store once that record is durable.
+    Snapshot(u64, Snapshot),
+}
+
+/// The default `--snapshot-every`: events between two state snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
+/// The default `--retain-finished`: how long a finished job keeps its trials' artifacts and
+/// progress curves.
+pub const DEFAULT_RETAIN_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
+
 struct Shared {
     state: Mutex<Coordinator>,
-    log_tx: std::sync::mpsc::Sender<Vec<Vec<u8>>>,
+    log_tx: std::sync::mpsc::Sender<LogMsg>,
+    /// Events between snapshots (0: none).
+    snapshot_every: AtomicU64,
+    /// The sequence number of the last snapshot taken (or recovered).
+    last_snapshot: AtomicU64,
+    /// How long a finished job keeps its trials' artifacts, in ms (`u64::MAX`: forever).
+    retain_finished_ms: AtomicU64,
     /// Records handed to the log thread (under the state lock, so in apply order).
     submitted: AtomicU64,
     durable: watch::Receiver<u64>,
@@ -128,26 +147,40 @@ impl Server {
         lease_ttl: Duration,
         epoch_floor: u64,
     ) -> Result<Server, ServeError> {
-        let records = log.replay()?;
-        let mut events = Vec::with_capacity(records.len());
-        for (index, r) in records.iter().enumerate() {
-            let e: Event = serde_json::from_slice(r)
-                .map_err(|e| ServeError::BadRecord { index, message: e.to_string() })?;
-            events.push(e);
-        }
-        let n = events.len() as u64;
-        let mut state = Coordinator::replay(lease_ttl, events, Now::system());
+        let started = std::time::Instant::now();
+        let recovered = log.recover()?;
+        let parse = |index: usize, r: &[u8]| {
+            serde_json::from_slice::<Event>(r)
+                .map_err(|e| ServeError::BadRecord { index, message: e.to_string() })
+        };
+        let covered = recovered.snapshot.as_ref().map_or(0, |s| s.0);
+        let tail = recovered.records.iter().enumerate().map(|(i, r)| parse(covered as usize + i, r));
+        let tail: Vec<Event> = tail.collect::<Result<_, _>>()?;
+        let n = covered + tail.len() as u64;
+        let tail_len = tail.len();
+        let mut state = match &recovered.snapshot {
+            Some((_, bytes)) => {
+                Coordinator::recover(lease_ttl, bytes, tail, Now::system()).map_err(|message| {
+                    ServeError::BadRecord { index: 0, message: format!("snapshot: {message}") }
+                })?
+            }
+            None => Coordinator::replay(lease_ttl, tail, Now::system()),
+        };
+        drop(recovered);
         let epoch = state.begin_epoch(epoch_floor, rand::random());
         log.set_epoch(epoch)?;
         tracing::info!(
             events = n,
+            snapshot = covered,
+            replayed = tail_len,
+            ms = started.elapsed().as_millis() as u64,
             jobs = state.jobs().count(),
             leases = state.leases().count(),
             epoch,
             "state replayed"
         );
         let (durable_tx, durable_rx) = watch::channel(n);
-        let (log_tx, log_rx) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
+        let (log_tx, log_rx) = std::sync::mpsc::channel::<LogMsg>();
         // Decisions replay re-took (a crash between an event and its consequence) are logged now.
         let again: Vec<Vec<u8>> =
             state.take_pending().iter().filter_map(|e| serde_json::to_vec(e).ok()).collect();
@@ -167,6 +200,9 @@ impl Server {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 log_tx,
+                snapshot_every: AtomicU64::new(0),
+                last_snapshot: AtomicU64::new(covered),
+                retain_finished_ms: AtomicU64::new(DEFAULT_RETAIN_FINISHED.as_millis() as u64),
                 submitted: AtomicU64::new(submitted),
                 durable: durable_rx,
                 log_fault,
@@ -186,7 +222,16 @@ impl Server {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                let _ = reaper.mutate(|c, now| Ok(c.expire(now))).await;
+                let retain = reaper.shared.retain_finished_ms.load(Ordering::Relaxed);
+                let _ = reaper
+                    .mutate(|c, now| {
+                        let expired = c.expire(now);
+                        if retain != u64::MAX {
+                            c.retire(now, Duration::from_millis(retain));
+                        }
+                        Ok(expired)
+                    })
+                    .await;
             }
         });
         Ok(server)
@@ -243,12 +288,18 @@ impl Server {
                     let _ = self.shared.job_events.send((job, pb::JobEvent { seq, kind: Some(e) }));
                 }
             }
+            for e in &events {
+                if let Event::JobRetired { job, .. } = e {
+                    self.shared.progress.forget(job);
+                }
+            }
             let records: Vec<Vec<u8>> = events.iter().filter_map(|e| serde_json::to_vec(e).ok()).collect();
             let target = self.shared.submitted.fetch_add(records.len() as u64, Ordering::SeqCst)
                 + records.len() as u64;
-            if self.shared.log_tx.send(records).is_err() {
+            if self.shared.log_tx.send(LogMsg::Records(records)).is_err() {
                 return Err(Status::unavailable("the event log is closed; the coordinator is shutting down"));
             }
+            self.maybe_snapshot(&c, target);
             if !garbage.is_empty() {
                 // Deleted only once the eviction is durable: a crash before that replays a
                 // state that still names these blobs. A task of its own, so a caller that
@@ -275,11 +326,44 @@ impl Server {
     /// bytes (same config, data and seed) may have been completed by another trial since they
     /// were evicted.
     fn remove_unreferenced(&self, garbage: Vec<String>) {
-        let c = self.lock();
-        let live: std::collections::HashSet<&str> = c.referenced_blobs().collect();
-        for hash in garbage.iter().filter(|h| !live.contains(h.as_str())) {
+        // O(garbage) under the lock (reference counts); the deletions after it.
+        let dead: Vec<String> = {
+            let c = self.lock();
+            garbage.into_iter().filter(|h| !c.is_referenced(h)).collect()
+        };
+        for hash in &dead {
             self.shared.blobs.remove(hash);
         }
+    }
+
+    /// Hands the log thread a snapshot once `--snapshot-every` events passed since the last.
+    /// Called under the state lock right after the records up to `seq` were queued, so the
+    /// snapshot is the state after exactly those; taking it copies pointers (final jobs are
+    /// serialized when they end) and the log thread encodes and writes it.
+    fn maybe_snapshot(&self, c: &Coordinator, seq: u64) {
+        let every = self.shared.snapshot_every.load(Ordering::Relaxed);
+        if every == 0 || seq < self.shared.last_snapshot.load(Ordering::Relaxed).saturating_add(every) {
+            return;
+        }
+        let Some(snapshot) = c.snapshot() else { return };
+        self.shared.last_snapshot.store(seq, Ordering::Relaxed);
+        let _ = self.shared.log_tx.send(LogMsg::Snapshot(seq, snapshot));
+    }
+
+    /// Takes a state snapshot every `events` events (0: never), and one now when that many
+    /// were replayed at start.
+    pub fn set_snapshot_every(&self, events: u64) {
+        self.shared.snapshot_every.store(events, Ordering::Relaxed);
+        let c = self.lock();
+        let seq = self.shared.submitted.load(Ordering::SeqCst);
+        self.maybe_snapshot(&c, seq);
+    }
+
+    /// How long a finished job keeps its trials' artifacts and progress curves (`None`:
+    /// forever).
+    pub fn set_retain_finished(&self, retain: Option<Duration>) {
+        let ms = retain.map_or(u64::MAX, |d| d.as_millis().min(u64::MAX as u128 - 1) as u64);
+        self.shared.retain_finished_ms.store(ms, Ordering::Relaxed);
     }
 
     async fn stream_blob(&self, hash: &str) -> Result<ChunkStream, Status> {
@@ -414,7 +498,7 @@ const LOG_RETRY_MAX: Duration = Duration::from_secs(1);
 /// is the store's fault, not a caller's.
 fn log_thread(
     mut log: Box<dyn EventLog>,
-    rx: std::sync::mpsc::Receiver<Vec<Vec<u8>>>,
+    rx: std::sync::mpsc::Receiver<LogMsg>,
     durable: watch::Sender<u64>,
     fault: &Mutex<Option<String>>,
 ) {
@@ -424,11 +508,16 @@ fn log_thread(
         }
     };
     let mut alive_at = std::time::Instant::now();
+    // A snapshot met while gathering a batch: written once the batch before it is durable.
+    let mut held: Option<LogMsg> = None;
     loop {
-        let first = match rx.recv_timeout(KEEP_ALIVE) {
-            Ok(batch) => Some(batch),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        let first = match held.take() {
+            Some(m) => Some(m),
+            None => match rx.recv_timeout(KEEP_ALIVE) {
+                Ok(m) => Some(m),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            },
         };
         if alive_at.elapsed() >= KEEP_ALIVE {
             alive_at = std::time::Instant::now();
@@ -443,10 +532,22 @@ fn log_thread(
                 }
             }
         }
-        let Some(first) = first else { continue };
-        let mut batch = first;
+        let mut batch = match first {
+            None => continue,
+            Some(LogMsg::Snapshot(seq, snapshot)) => {
+                write_snapshot(&mut *log, seq, &snapshot);
+                continue;
+            }
+            Some(LogMsg::Records(records)) => records,
+        };
         while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
+            match more {
+                LogMsg::Records(records) => batch.extend(records),
+                snapshot @ LogMsg::Snapshot(..) => {
+                    held = Some(snapshot);
+                    break;
+                }
+            }
         }
         let mut failures = 0u32;
         let mut pause = Duration::from_millis(50);
@@ -477,6 +578,24 @@ fn log_thread(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Encodes and stores a snapshot. A failure only postpones rotation (the log still holds
+/// every record), so it is logged and the next snapshot tries again.
+fn write_snapshot(log: &mut dyn EventLog, seq: u64, snapshot: &Snapshot) {
+    let started = std::time::Instant::now();
+    let state = snapshot.encode();
+    match log.write_snapshot(seq, &state) {
+        Ok(()) => tracing::info!(
+            seq,
+            bytes = state.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "state snapshot written; the log before it let go"
+        ),
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "state snapshot failed; the log keeps growing until one succeeds")
         }
     }
 }

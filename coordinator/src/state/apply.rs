@@ -1,11 +1,14 @@
 //! Applying an event: the only code that changes state, live and in replay.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quarry_search::{TrialId, TrialOutcome, TrialStatus};
 
-use super::{Coordinator, Event, Job, JobState, Lease, MAX_ATTEMPTS, Now, TaskKey, WorkerRecord, driver_for};
+use super::{
+    Artifact, Coordinator, Event, Job, JobState, Lease, MAX_ATTEMPTS, Now, TaskKey, WorkerRecord, driver_for,
+};
 use crate::driver::Next;
 use crate::keep::KeepSet;
 
@@ -13,6 +16,41 @@ impl Coordinator {
     /// The only place state changes. `replaying`: the driver has not yet been asked for an
     /// issued trial (live, it already has).
     pub fn apply(&mut self, e: &Event, now: Now, replaying: bool) {
+        self.apply_change(e, now, replaying);
+        self.file_under_job(e);
+    }
+
+    /// Keeps what snapshots and retirement need about the event's job: a job not yet final
+    /// keeps its events; a final one is serialized once (its snapshot record) and waits for
+    /// retirement.
+    fn file_under_job(&mut self, e: &Event) {
+        let Some(id) = e.job() else { return };
+        let Some(j) = self.jobs.get(id) else { return };
+        if !j.state.is_final() {
+            self.history.entry(id.to_string()).or_default().push(Arc::new(e.clone()));
+            return;
+        }
+        self.history.remove(id);
+        let finished = j.finish_key();
+        if j.retired_ms.is_none() {
+            self.retire_queue.insert((finished, id.to_string()));
+        } else {
+            self.retire_queue.remove(&(finished, id.to_string()));
+        }
+        match serde_json::to_vec(&super::snapshot::JobSnapshot::of(j)) {
+            Ok(bytes) => {
+                self.frozen.insert(id.to_string(), Arc::new(bytes));
+            }
+            Err(err) => {
+                // Only a non-finite number could get here (the limits refuse those); no
+                // snapshot is taken while a job lacks its record.
+                tracing::error!(job = %id, %err, "cannot serialize a finished job for snapshots");
+                self.frozen.remove(id);
+            }
+        }
+    }
+
+    fn apply_change(&mut self, e: &Event, now: Now, replaying: bool) {
         match e {
             Event::WorkerRegistered { worker, name, gpus, slots } => {
                 let record =
@@ -20,6 +58,8 @@ impl Coordinator {
                 self.workers.insert(worker.clone(), record);
             }
             Event::JobCreated { job, spec, at_ms } => {
+                add_refs(&mut self.blob_refs, [spec.dataset_hash.as_str()]);
+                self.active.insert(self.order.len());
                 let mut queue = VecDeque::new();
                 queue.push_back((TaskKey::Prepare, 1));
                 self.jobs.insert(
@@ -39,6 +79,7 @@ impl Coordinator {
                         keep: KeepSet::default(),
                         final_artifacts: Vec::new(),
                         finalize_queued: false,
+                        retired_ms: None,
                     },
                 );
                 self.order.push(job.clone());
@@ -99,7 +140,9 @@ impl Coordinator {
                         {
                             tracing::warn!(job = %j.id, %err, "event log: giving up on a trial");
                         }
-                        j.keep.add(TrialId(id), String::new(), None, Vec::new());
+                        // Considering this id may let later results through, and evict.
+                        let evicted = j.keep.add(TrialId(id), String::new(), None, Vec::new());
+                        drop_refs(&mut self.blob_refs, &mut self.garbage, evicted);
                     }
                     TaskKey::Prepare | TaskKey::Finalize => {
                         let what = if lease.task == TaskKey::Prepare { "prepare" } else { "finalize" };
@@ -124,7 +167,9 @@ impl Coordinator {
                     }
                 }
                 j.shape = Some(shape.clone());
-                j.prepare_artifacts = artifacts.clone();
+                add_refs(&mut self.blob_refs, artifacts.iter().map(|a| a.hash.as_str()));
+                let old = std::mem::replace(&mut j.prepare_artifacts, artifacts.clone());
+                drop_refs(&mut self.blob_refs, &mut self.garbage, old);
             }
             Event::TrialIssued { job, trial } => {
                 let Some(j) = self.jobs.get_mut(job) else { return };
@@ -152,8 +197,9 @@ impl Coordinator {
                             (TrialStatus::Completed, Some(s)) => Some(metric.to_loss(s)),
                             _ => None,
                         };
+                        add_refs(&mut self.blob_refs, artifacts.iter().map(|a| a.hash.as_str()));
                         let evicted = j.keep.add(outcome.id, family, loss, artifacts.clone());
-                        self.garbage.extend(evicted.into_iter().map(|a| a.hash));
+                        drop_refs(&mut self.blob_refs, &mut self.garbage, evicted);
                     }
                     Err(err) => tracing::warn!(job = %j.id, %err, "a result for a trial not in flight"),
                 }
@@ -172,7 +218,9 @@ impl Coordinator {
             Event::Finalized { token, artifacts, at_ms, .. } => {
                 let Some(lease) = self.leases.remove(token) else { return };
                 let Some(j) = self.jobs.get_mut(&lease.job) else { return };
-                j.final_artifacts = artifacts.clone();
+                add_refs(&mut self.blob_refs, artifacts.iter().map(|a| a.hash.as_str()));
+                let old = std::mem::replace(&mut j.final_artifacts, artifacts.clone());
+                drop_refs(&mut self.blob_refs, &mut self.garbage, old);
                 j.state = JobState::Completed;
                 j.finished_ms = Some(*at_ms);
             }
@@ -196,6 +244,36 @@ impl Coordinator {
                     }
                 }
                 self.leases.retain(|_, l| l.job != *job);
+            }
+            Event::JobRetired { job, at_ms } => {
+                let Some(j) = self.jobs.get_mut(job) else { return };
+                if !j.state.is_final() || j.retired_ms.is_some() {
+                    return;
+                }
+                j.retired_ms = Some(*at_ms);
+                let mut dropped = j.keep.clear();
+                dropped.append(&mut j.prepare_artifacts);
+                drop_refs(&mut self.blob_refs, &mut self.garbage, dropped);
+            }
+        }
+    }
+}
+
+/// Counts a reference to each blob.
+pub(super) fn add_refs<'a>(refs: &mut HashMap<String, u32>, hashes: impl IntoIterator<Item = &'a str>) {
+    for h in hashes {
+        *refs.entry(h.to_string()).or_default() += 1;
+    }
+}
+
+/// Drops a reference to each artifact's blob; a blob left with none is garbage.
+fn drop_refs(refs: &mut HashMap<String, u32>, garbage: &mut Vec<String>, dropped: Vec<Artifact>) {
+    for a in dropped {
+        if let Some(n) = refs.get_mut(&a.hash) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                refs.remove(&a.hash);
+                garbage.push(a.hash);
             }
         }
     }

@@ -101,18 +101,23 @@ impl Coordinator {
         // A CPU worker may take GPU-wanting trials when no GPU worker is live.
         let gpu = self.workers.get(worker).is_some_and(|w| w.gpus > 0)
             || !self.workers.values().any(|w| w.gpus > 0 && self.is_live(w, now));
-        let n = self.order.len();
-        let running = |c: &Coordinator, idx: usize| {
-            c.jobs.get(&c.order[idx]).is_some_and(|j| j.state == JobState::Running)
-        };
-        let candidates: Vec<usize> =
-            (0..n)
-                .map(|k| (self.rr + k) % n)
-                .filter(|&idx| running(self, idx))
-                .chain((0..n).filter(|&idx| {
-                    self.jobs.get(&self.order[idx]).is_some_and(|j| j.state == JobState::Queued)
-                }))
-                .collect();
+        // Only jobs that may still have work: a store with many finished jobs costs nothing
+        // here. Final ones are dropped from the set as they are met.
+        let jobs = &self.jobs;
+        let order = &self.order;
+        let state_of = |idx: usize| order.get(idx).and_then(|id| jobs.get(id)).map(|j| j.state);
+        self.active.retain(|&idx| state_of(idx).is_some_and(|s| !s.is_final()));
+        let running = |idx: &usize| state_of(*idx) == Some(JobState::Running);
+        let queued = |idx: &usize| state_of(*idx) == Some(JobState::Queued);
+        // Round-robin over running jobs from `rr`, then queued ones oldest first.
+        let candidates: Vec<usize> = self
+            .active
+            .range(self.rr..)
+            .chain(self.active.range(..self.rr))
+            .copied()
+            .filter(running)
+            .chain(self.active.iter().copied().filter(queued))
+            .collect();
         for idx in candidates {
             let id = self.order[idx].clone();
             if let Some(key) = self.next_task_of(&id, gpu, now) {
@@ -313,6 +318,25 @@ impl Coordinator {
             self.emit(Event::JobCancelled { job: job.to_string(), at_ms: now.unix_ms }, now);
         }
         Ok(())
+    }
+
+    /// Retires every finished job that ended at least `retain` ago: its trials' artifacts
+    /// are let go (deleted once that is durable) and the server drops its progress curves.
+    /// Walks only the due jobs. Returns how many were retired.
+    pub fn retire(&mut self, now: Now, retain: Duration) -> usize {
+        let cutoff = now.unix_ms.saturating_sub(retain.as_millis() as u64);
+        let due: Vec<(u64, String)> =
+            self.retire_queue.iter().take_while(|(at, _)| *at <= cutoff).cloned().collect();
+        let mut retired = 0;
+        for key in due {
+            self.retire_queue.remove(&key);
+            let (_, id) = key;
+            if self.jobs.get(&id).is_some_and(|j| j.state.is_final() && j.retired_ms.is_none()) {
+                self.emit(Event::JobRetired { job: id, at_ms: now.unix_ms }, now);
+                retired += 1;
+            }
+        }
+        retired
     }
 
     /// Decisions that follow from the state alone: a finished search queues the finalize task,

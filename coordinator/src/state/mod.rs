@@ -6,9 +6,11 @@
 
 mod apply;
 mod live;
+mod snapshot;
 mod token;
 mod types;
 
+pub use snapshot::Snapshot;
 pub use token::{EPOCH_SHIFT, epoch_of};
 
 pub use types::{
@@ -16,7 +18,8 @@ pub use types::{
     StateError, TaskKey, TaskResult, WorkerRecord,
 };
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quarry_featurize::Metric;
@@ -85,6 +88,8 @@ pub struct Job {
     keep: KeepSet,
     pub final_artifacts: Vec<Artifact>,
     finalize_queued: bool,
+    /// When the job passed `--retain-finished` and its trials' artifacts were let go.
+    pub retired_ms: Option<u64>,
 }
 
 impl Job {
@@ -116,6 +121,12 @@ impl Job {
         self.driver.as_ref().and_then(SearchDriver::best)
     }
 
+    /// When the job ended, for retirement (a job that failed at its prepare result has no
+    /// `finished_ms`; its start or creation stands in).
+    fn finish_key(&self) -> u64 {
+        self.finished_ms.or(self.started_ms).unwrap_or(self.created_ms)
+    }
+
     fn deadline_ms(&self) -> Option<u64> {
         self.spec.budget_ms.map(|b| self.started_ms.unwrap_or(self.created_ms) + b)
     }
@@ -143,6 +154,19 @@ pub struct Coordinator {
     pending: Vec<Event>,
     /// Blobs no longer referenced (evicted trial artifacts), for the store to delete.
     garbage: Vec<String>,
+    /// How many references (a job's dataset, prepare, kept-trial and final artifacts) each
+    /// blob has, so an eviction is checked in O(1) rather than by walking every job.
+    blob_refs: HashMap<String, u32>,
+    /// Indices (into `order`) of jobs that may not be final: leasing walks these, not every
+    /// job ever submitted. Final ones are pruned as leasing meets them.
+    active: BTreeSet<usize>,
+    /// Finished, not yet retired jobs by when they finished: retirement pops the due ones.
+    retire_queue: BTreeSet<(u64, String)>,
+    /// The events of each job that is not final, in order: what a snapshot stores for it
+    /// (its search driver is rebuilt by replaying them).
+    history: HashMap<String, Vec<Arc<Event>>>,
+    /// Each final job as its snapshot record, serialized once when it became final.
+    frozen: HashMap<String, Arc<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -185,6 +209,11 @@ impl Coordinator {
             lease_ttl_ms: lease_ttl.as_millis() as u64,
             pending: Vec::new(),
             garbage: Vec::new(),
+            blob_refs: HashMap::new(),
+            active: BTreeSet::new(),
+            retire_queue: BTreeSet::new(),
+            history: HashMap::new(),
+            frozen: HashMap::new(),
         }
     }
 
@@ -195,16 +224,37 @@ impl Coordinator {
         for e in events {
             c.apply(&e, now, true);
         }
+        c.finish_replay(now);
+        c
+    }
+
+    /// [`Coordinator::replay`] from a snapshot ([`Snapshot::encode`]) and the events logged
+    /// after it; the same state as replaying every event.
+    pub fn recover(
+        lease_ttl: Duration,
+        snapshot: &[u8],
+        tail: impl IntoIterator<Item = Event>,
+        now: Now,
+    ) -> Result<Coordinator, String> {
+        let mut c = Coordinator::restore(lease_ttl, snapshot, now)?;
+        for e in tail {
+            c.apply(&e, now, true);
+        }
+        c.finish_replay(now);
+        Ok(c)
+    }
+
+    fn finish_replay(&mut self, now: Now) {
+        let c = self;
         c.pending.clear();
         c.garbage.clear();
         // Past every logged token's epoch even before the server sets the persisted one.
         c.tokens.begin(1, 0);
         // A crash may have come between an event and its consequence; take the decisions again.
-        let ids: Vec<String> = c.order.clone();
+        let ids: Vec<String> = c.active.iter().filter_map(|&i| c.order.get(i).cloned()).collect();
         for id in ids {
             c.advance(&id, now);
         }
-        c
     }
 
     /// Starts this run's lease-token epoch: at least `floor` (the store's last epoch + 1) and
@@ -235,8 +285,13 @@ impl Coordinator {
         let mut garbage = std::mem::take(&mut self.garbage);
         garbage.sort_unstable();
         garbage.dedup();
-        garbage.retain(|h| !self.referenced_blobs().any(|r| r == h));
+        garbage.retain(|h| !self.is_referenced(h));
         garbage
+    }
+
+    /// Whether a job still names the blob (O(1): the reference counts).
+    pub fn is_referenced(&self, hash: &str) -> bool {
+        self.blob_refs.get(hash).is_some_and(|&n| n > 0)
     }
 
     pub fn job(&self, id: &str) -> Option<&Job> {
@@ -272,7 +327,8 @@ impl Coordinator {
         Some(cap.max(now.instant + Duration::from_millis(self.lease_ttl_ms)))
     }
 
-    /// Every artifact hash still referenced (blobs the store must keep).
+    /// Every artifact hash still referenced (blobs the store must keep). Walks every job: for
+    /// tests and start-up only; the live paths ask [`Coordinator::is_referenced`].
     pub fn referenced_blobs(&self) -> impl Iterator<Item = &str> {
         self.jobs.values().flat_map(|j| {
             std::iter::once(j.spec.dataset_hash.as_str())
@@ -289,6 +345,10 @@ impl Coordinator {
 }
 
 fn driver_for(spec: &JobSpec, shape: &PreparedShape) -> Result<SearchDriver, String> {
+    SearchDriver::new(driver_config(spec, shape)?).map_err(|e| e.to_string())
+}
+
+fn driver_config(spec: &JobSpec, shape: &PreparedShape) -> Result<DriverConfig, String> {
     let metric = Metric::parse(&shape.metric)
         .map_err(|e| format!("prepare reported metric {:?}: {e}", shape.metric))?;
     let scheduler = scheduler_kind(&spec.scheduler)?;
@@ -296,7 +356,7 @@ fn driver_for(spec: &JobSpec, shape: &PreparedShape) -> Result<SearchDriver, Str
     if shape.families.is_empty() {
         return Err("prepare reported no model families".into());
     }
-    SearchDriver::new(DriverConfig {
+    Ok(DriverConfig {
         families: shape.families.clone(),
         shape: DataShape {
             n_rows: shape.n_rows as usize,
@@ -310,7 +370,6 @@ fn driver_for(spec: &JobSpec, shape: &PreparedShape) -> Result<SearchDriver, Str
         searcher,
         deterministic: spec.budget_ms.is_none(),
     })
-    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -48,6 +48,11 @@ impl TokenGen {
     }
 
     /// Notes a token applied from the log or issued live.
+    /// The highest epoch of any token seen.
+    pub(super) fn max_seen(&self) -> u64 {
+        self.max_seen
+    }
+
     pub(super) fn saw(&mut self, token: u64) {
         let epoch = epoch_of(token);
         self.max_seen = self.max_seen.max(epoch);

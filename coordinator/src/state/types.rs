@@ -146,6 +146,33 @@ pub enum Event {
         job: String,
         at_ms: u64,
     },
+    /// A finished job passed `--retain-finished`: its trials' artifacts (and the prepared
+    /// data) are no longer kept; its leaderboard and final artifacts stay.
+    JobRetired {
+        job: String,
+        at_ms: u64,
+    },
+}
+
+impl Event {
+    /// The job the event is about (`None` for a worker's registration).
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            Event::WorkerRegistered { .. } => None,
+            Event::JobCreated { job, .. }
+            | Event::Leased { job, .. }
+            | Event::Released { job, .. }
+            | Event::Prepared { job, .. }
+            | Event::TrialIssued { job, .. }
+            | Event::TrialFinished { job, .. }
+            | Event::SearchClosed { job }
+            | Event::FinalizeQueued { job }
+            | Event::Finalized { job, .. }
+            | Event::JobFailed { job, .. }
+            | Event::JobCancelled { job, .. }
+            | Event::JobRetired { job, .. } => Some(job),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

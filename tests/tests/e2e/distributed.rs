@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use quarry_tests::cluster::{
-    LeaseCluster, Proc, cluster_dir, free_port, leaderboard, lease_cluster, read, redis_xlen, serve,
-    serve_store, start_redis, submit, trial_ids, wait_completed, wait_for, worker,
+    LeaseCluster, Proc, cluster_dir, free_port, leaderboard, lease_cluster, read, redis_integer, redis_xlen,
+    serve, serve_store, start_redis, submit, trial_ids, wait_completed, wait_for, worker,
 };
 use quarry_tests::{example, quarry, quarry_ok, read_json};
 use serde_json::Value;
@@ -124,18 +124,20 @@ fn killing_a_worker_mid_trial_loses_no_trial() {
     assert_eq!(trial_ids(&leaderboard(&run)), (1..=16).collect::<Vec<_>>());
 }
 
-/// Kills the coordinator mid-job and restarts it on the same store and port.
+/// Kills the coordinator mid-job and restarts it on the same store and port. It snapshots
+/// every few events, so the restart loads a snapshot and replays only the log's tail.
 fn coordinator_restart(store_args: &[&str], tmp: &Path) {
     let port = free_port();
     let grpc = format!("127.0.0.1:{port}");
-    let (mut server, url) = serve(store_args, &grpc, &[], &tmp.join("serve1.log"));
+    let snapshots = ["--snapshot-every", "7"];
+    let (mut server, url) = serve(store_args, &grpc, &snapshots, &tmp.join("serve1.log"));
     let _workers: Vec<Proc> = (0..2).map(|n| worker(&url, tmp, n, &[])).collect();
     let job =
         submit(&url, &example("cars/train.csv"), "Miles_per_Gallon", &["--max-trials", "16", "--seed", "5"]);
     wait_for(&url, &job, Duration::from_secs(300), |_, n| n >= 4);
     let before = quarry_ok(&["leaderboard", "--coordinator", &url, &job]);
     server.kill();
-    let (_server, url) = serve(store_args, &grpc, &[], &tmp.join("serve2.log"));
+    let (_server, url) = serve(store_args, &grpc, &snapshots, &tmp.join("serve2.log"));
     wait_completed(&url, &job);
     let run = tmp.join("run");
     quarry_ok(&["download", "--coordinator", &url, &job, "--out", run.to_str().unwrap()]);
@@ -159,6 +161,9 @@ fn coordinator_restart_on_a_file_store_resumes_the_job() {
     let Some(tmp) = cluster_dir() else { return };
     let store = tmp.path().join("store");
     coordinator_restart(&["--store", store.to_str().unwrap()], tmp.path());
+    // The job went through snapshots and rotation: the first segment is gone.
+    assert!(store.join("events.snapshot").is_file());
+    assert!(!store.join("events.log").exists());
 }
 
 #[test]
@@ -169,9 +174,11 @@ fn coordinator_restart_on_redis_resumes_the_job() {
     let url = format!("redis://127.0.0.1:{port}/");
     let blobs = tmp.path().join("store");
     coordinator_restart(&["--redis", &url, "--store", blobs.to_str().unwrap()], tmp.path());
-    // The job state really lived in Redis: the stream holds the events, and no file log exists.
+    // The job state really lived in Redis: a snapshot, the stream trimmed to the events after
+    // it, and no file log.
+    assert_eq!(redis_integer(port, &["EXISTS", "quarry:coordinator:snapshot"]), 1);
     let events = redis_xlen(port, "quarry:coordinator:events");
-    assert!(events > 16 * 2, "only {events} events in the Redis stream");
+    assert!(events < 16 * 2, "{events} events in the Redis stream after its snapshots");
     assert!(!blobs.join("events.log").exists(), "--redis still wrote a file log");
     drop(redis);
 }
