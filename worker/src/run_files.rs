@@ -24,6 +24,10 @@ pub const ONNX_FILE: &str = "model.onnx";
 pub const BUDGET_SHARE: f64 = 0.03;
 /// Rows explained for `explanations.json` at most.
 const MAX_GLOBAL_ROWS: usize = 1_000;
+/// Rows explained at most when a member needs KernelSHAP: each row costs a model evaluation
+/// per coalition and background row (10⁴–10⁵): all 300 rows of a small dataset took 2.5
+/// minutes in a test build. Per-row explanations (`quarry explain`) are not affected.
+const MAX_KERNEL_ROWS: usize = 100;
 /// Rows per step when explaining against a deadline.
 const CHUNK_ROWS: usize = 50;
 /// Shuffles per column for permutation importance.
@@ -100,6 +104,10 @@ fn time_left(deadline: Option<Instant>) -> Duration {
     deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()))
 }
 
+fn any_kernel_shap(pipeline: &Pipeline) -> bool {
+    pipeline.members.iter().any(|m| quarry_learners::explain::uses_kernel_shap(&m.model))
+}
+
 /// Seconds one explained row is expected to take; 0 without a deadline (not needed then).
 /// Tree and linear SHAP are cheap; KernelSHAP evaluates the model on every sampled coalition
 /// times every background row, so one timed evaluation of the background scales to a row.
@@ -109,17 +117,7 @@ fn estimated_seconds_per_row(
     opts: &ExplainOptions,
     deadline: Option<Instant>,
 ) -> Result<f64, WorkerError> {
-    use quarry_learners::FittedModel;
-    if deadline.is_none() {
-        return Ok(0.0);
-    }
-    let kernel = pipeline.members.iter().any(|m| {
-        matches!(
-            m.model,
-            FittedModel::Knn(_) | FittedModel::NaiveBayes(_) | FittedModel::Mlp(_) | FittedModel::Svm(_)
-        )
-    });
-    if !kernel {
+    if deadline.is_none() || !any_kernel_shap(pipeline) {
         return Ok(0.0);
     }
     let rows = background.n_rows.min(opts.kernel_background).max(1);
@@ -169,7 +167,8 @@ fn global_summary(
             "output_space": space.name(),
         }));
     }
-    let picked = sample_rows(rows.x.n_rows, MAX_GLOBAL_ROWS, seed);
+    let max_rows = if any_kernel_shap(pipeline) { MAX_KERNEL_ROWS } else { MAX_GLOBAL_ROWS };
+    let picked = sample_rows(rows.x.n_rows, max_rows, seed);
     let xs = rows.x.select_rows(&picked);
     let ys = rows.y.select_rows(&picked);
     let opts = ExplainOptions { seed, ..ExplainOptions::default() };

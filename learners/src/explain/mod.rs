@@ -395,11 +395,18 @@ fn member_contributions(
             None,
         ),
         FittedModel::Knn(_) | FittedModel::NaiveBayes(_) | FittedModel::Mlp(_) | FittedModel::Svm(_) => {
+            debug_assert!(uses_kernel_shap(model));
             let f = |rows: &FeatureMatrix| model_output(model, rows);
             let (c, report) = kernel::kernel_shap(&f, n_outputs, x, player_of, n_players, background, opts)?;
             (value_or(Native::Probability), c, "kernel_shap", Some(report))
         }
     })
+}
+
+/// Whether `model` is explained by KernelSHAP (a model evaluation per coalition and background
+/// row, so its rows cost orders of magnitude more than TreeSHAP's or linear SHAP's).
+pub fn uses_kernel_shap(model: &FittedModel) -> bool {
+    !matches!(model, FittedModel::Trees(_) | FittedModel::Linear(_))
 }
 
 /// A model's prediction in its natural explained space: p(positive) for binary, every class's
