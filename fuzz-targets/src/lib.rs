@@ -15,8 +15,11 @@ use quarry_featurize::{Featurizer, RawColumn, RawValues, StrColumn, Table, load_
 use quarry_learners::Pipeline;
 use quarry_proto::{convert, pb};
 
+/// A target: the fuzzer's bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `fuzz/Cargo.toml` names its binaries.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("load_csv", load_csv),
     ("load_parquet", load_parquet),
     ("featurize", featurize),
@@ -129,10 +132,11 @@ pub fn featurize(data: &[u8]) {
 /// bounds).
 pub fn bundle_load(data: &[u8]) {
     let dir = scratch("bundle");
-    if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(dir.join("pipeline.json"), data).is_ok() {
-        if let Ok(pipeline) = Pipeline::load(&dir) {
-            let _ = pipeline.predict(&probe(&pipeline));
-        }
+    if std::fs::create_dir_all(&dir).is_ok()
+        && std::fs::write(dir.join("pipeline.json"), data).is_ok()
+        && let Ok(pipeline) = Pipeline::load(&dir)
+    {
+        let _ = pipeline.predict(&probe(&pipeline));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

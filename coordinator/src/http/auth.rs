@@ -247,6 +247,8 @@ async fn login(state: Arc<Login>, axum::Form(form): axum::Form<LoginForm>) -> Re
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
