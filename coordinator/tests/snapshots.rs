@@ -208,3 +208,81 @@ fn a_restart_from_a_snapshot_keeps_every_job_and_retirement_deletes_only_trial_b
         assert!(server.blobs().contains(&job.2));
     });
 }
+
+/// A file log whose appends wait while its gate is shut: the records handed to it are then
+/// applied in memory but not durable.
+struct GatedLog {
+    inner: FileLog,
+    shut: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl quarry_coordinator::log::EventLog for GatedLog {
+    fn append_batch(&mut self, records: &[Vec<u8>]) -> Result<u64, quarry_coordinator::log::LogError> {
+        let (lock, opened) = &*self.shut;
+        let mut shut = lock.lock().unwrap();
+        while *shut {
+            shut = opened.wait(shut).unwrap();
+        }
+        drop(shut);
+        self.inner.append_batch(records)
+    }
+
+    fn replay(&mut self) -> Result<Vec<Vec<u8>>, quarry_coordinator::log::LogError> {
+        self.inner.replay()
+    }
+}
+
+/// An evicted blob is deleted only once its eviction event is durable: while the log cannot
+/// write, a retired job's trial blobs stay on disk (a crash then replays a state that still
+/// names them); once the write goes through, they are deleted.
+#[test]
+fn evicted_blobs_are_deleted_only_once_their_eviction_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let shut = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let blobs = BlobStore::open(&store.join("blobs")).unwrap();
+        let log = GatedLog { inner: FileLog::open(&store.join("events.log")).unwrap(), shut: shut.clone() };
+        let server = Server::start(Box::new(log), blobs, TTL).unwrap();
+        server.set_retain_finished(None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(server.clone(), Auth::new(None), listener, std::future::pending()));
+        let mut w = WorkerServiceClient::connect(format!("http://{addr}")).await.unwrap();
+        let worker = register(&mut w).await;
+        let (data, _) = server.blobs().put(b"a,y\n1,0\n").await.unwrap();
+        let spec = JobSpec {
+            dataset_hash: data,
+            file_name: "d.csv".into(),
+            target: "y".into(),
+            max_trials: Some(3),
+            seed: 1,
+            ..JobSpec::default()
+        };
+        server.create_job(spec).await.unwrap();
+        let (trial_blobs, _) = run_job(&server, &mut w, &worker).await;
+        assert!(!trial_blobs.is_empty() && trial_blobs.iter().all(|p| p.is_file()));
+
+        *shut.0.lock().unwrap() = true;
+        server.set_retain_finished(Some(Duration::ZERO));
+        let retired = || server.read(|c| c.jobs().next().is_some_and(|j| j.retired_ms.is_some()));
+        poll("the job is retired in memory", retired).await;
+        // Applied, not durable: for half a second (deletion follows the eviction at once when
+        // it does not wait for the log), every blob stays.
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            assert!(
+                trial_blobs.iter().all(|p| p.is_file()),
+                "a blob was deleted before its eviction was durable"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        *shut.0.lock().unwrap() = false;
+        shut.1.notify_all();
+        poll("the trial blobs are deleted once the eviction is durable", || {
+            trial_blobs.iter().all(|p| !p.exists())
+        })
+        .await;
+    });
+}
