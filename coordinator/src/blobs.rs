@@ -80,6 +80,7 @@ impl BlobWriter {
         // survive a crash as well as the event does.
         let dir = tokio::fs::File::open(&self.dir).await.map_err(io(&self.dir))?;
         dir.sync_all().await.map_err(io(&self.dir))?;
+        crate::log::note_synced(&self.dir);
         Ok((hash, self.size))
     }
 }
@@ -171,6 +172,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let (h1, n) = store.put(b"hello").await.unwrap();
+        // The rename into place is made durable: the store's directory is fsynced.
+        let synced =
+            crate::log::SYNCED_DIRS.lock().unwrap().iter().filter(|d| d.as_path() == dir.path()).count();
+        assert_eq!(synced, 1, "the blob's rename was not followed by a directory fsync");
         assert_eq!(h1, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         assert_eq!(n, 5);
         let (h2, _) = store.put(b"hello").await.unwrap();

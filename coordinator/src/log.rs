@@ -490,7 +490,24 @@ fn whole_record_after(file: &File, path: &Path, bad: u64, total: u64) -> Result<
 /// Makes a new or renamed entry of `path`'s directory durable (`fsync` on the directory).
 pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    note_synced(dir);
+    Ok(())
+}
+
+/// Directories fsynced so far, in order (test builds only): no test short of a power cut can
+/// see a missing directory fsync, so the tests check that each one is made.
+#[cfg(test)]
+pub(crate) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a directory fsync for the tests ([`SYNCED_DIRS`]); nothing in other builds.
+pub(crate) fn note_synced(dir: &Path) {
+    #[cfg(test)]
+    if let Ok(mut synced) = SYNCED_DIRS.lock() {
+        synced.push(dir.to_path_buf());
+    }
+    #[cfg(not(test))]
+    let _ = dir;
 }
 
 /// A log kept in memory only (tests, benchmarks of the state machine without a disk).
@@ -514,6 +531,18 @@ impl EventLog for MemoryLog {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_log_file_fsyncs_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.log");
+        let synced = |d: &Path| SYNCED_DIRS.lock().unwrap().iter().filter(|s| s.as_path() == d).count();
+        FileLog::open(&path).unwrap();
+        assert_eq!(synced(dir.path()), 1, "the new file's directory entry was not fsynced");
+        // Reopening an existing log creates no entry: no second fsync.
+        FileLog::open(&path).unwrap();
+        assert_eq!(synced(dir.path()), 1);
+    }
 
     #[test]
     fn append_then_replay_in_order() {
