@@ -47,6 +47,19 @@ async fn register(w: &mut WorkerServiceClient<Channel>) -> String {
     w.register(info).await.unwrap().into_inner().worker_id
 }
 
+/// What a prepare task reports: a small binary job searching `families`.
+fn shape(families: &[&str]) -> pb::DataShapeInfo {
+    pb::DataShapeInfo {
+        n_rows: 100,
+        n_features: 3,
+        n_classes: 2,
+        task: "binary".into(),
+        metric: "roc_auc".into(),
+        n_folds: 3,
+        families: families.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
 /// Runs the job's tasks to the end, each result with an artifact of its own bytes; returns
 /// the blob paths of (trial artifacts, final artifact).
 async fn run_job(
@@ -65,15 +78,7 @@ async fn run_job(
         let artifacts = vec![pb::ArtifactInfo { name: "oof".into(), hash, size: 1 }];
         let (result, done) = match task.kind.unwrap() {
             pb::task::Kind::Prepare(_) => {
-                let shape = pb::DataShapeInfo {
-                    n_rows: 100,
-                    n_features: 3,
-                    n_classes: 2,
-                    task: "binary".into(),
-                    metric: "roc_auc".into(),
-                    n_folds: 3,
-                    families: vec!["gbdt".into(), "linear".into()],
-                };
+                let shape = shape(&["gbdt", "linear"]);
                 (pb::complete_request::Result::Prepare(pb::PrepareResult { shape: Some(shape) }), false)
             }
             pb::task::Kind::Trial(t) => {
@@ -149,15 +154,7 @@ fn a_restart_from_a_snapshot_keeps_every_job_and_retirement_deletes_only_trial_b
                 };
                 let task = w.lease(lease).await.unwrap().into_inner().task.unwrap();
                 if let Some(pb::task::Kind::Prepare(_)) = task.kind {
-                    let shape = pb::DataShapeInfo {
-                        n_rows: 100,
-                        n_features: 3,
-                        n_classes: 2,
-                        task: "binary".into(),
-                        metric: "roc_auc".into(),
-                        n_folds: 3,
-                        families: vec!["gbdt".into()],
-                    };
+                    let shape = shape(&["gbdt"]);
                     let complete = pb::CompleteRequest {
                         worker_id: worker.clone(),
                         fencing_token: task.fencing_token,
